@@ -1,0 +1,33 @@
+"""funcache_ipy: code-aware, durable memoization for notebooks and scripts.
+
+``@funcache_ipy.cache`` keys a call on its arguments *and* on the implementation it
+can reach (helpers, globals, closures, defaults, local modules), so an edit anywhere
+recomputes and nothing stale is ever served. ``%load_ext funcache_ipy`` adds the
+``%%funcache`` cell magic and the ``%funcache`` line magic.
+
+NB. Importing this package must not import IPython: the magics are loaded lazily
+from ``load_ipython_extension``, so plain scripts stay light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from funcache_ipy.decorator import cache
+
+__all__ = ["cache", "load_ipython_extension", "unload_ipython_extension"]
+__version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics; called by ``%load_ext funcache_ipy``."""
+    from funcache_ipy import magics
+
+    magics.load_ipython_extension(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Unregister the magics; called by ``%unload_ext funcache_ipy``."""
+    from funcache_ipy import magics
+
+    magics.unload_ipython_extension(ipython)

@@ -1,0 +1,222 @@
+"""Authenticated envelopes: the only bytes funcache_ipy ever writes to, or unpickles from, disk.
+
+Unpickling runs code chosen by whoever wrote the bytes, so a cache directory that someone
+else can write is a way into the kernel (CVE-2025-69872 is exactly that for diskcache's
+own pickles). An envelope therefore carries an HMAC-SHA256 tag under a per-user secret
+key kept *outside* the cache directory, and :meth:`Sealer.unseal` checks it before a
+single pickle opcode is read.
+
+Layout (little-endian), sized so that large numpy buffers need no copy either way::
+
+    header   "FCIPYENV", u16 format version, u16 reserved, u32 buffer count n, u64 pickle length
+    table    n x (u64 offset, u64 length, 16-byte keyed xxh3-128 of the buffer)
+    tag      32-byte HMAC-SHA256 over header + table + entry key + pickle stream
+    pickle   protocol-5 stream whose out-of-band buffers are listed in the table
+    buffers  raw buffer bytes, each at a 64-byte aligned offset
+
+The tag binds the entry's key, so a valid envelope cannot be replayed under another key.
+Buffers (array data, possibly gigabytes) are covered by keyed xxh3-128 checksums stored
+in the authenticated table instead of by the HMAC itself: hashing them with SHA-256 would
+cost more than reading them, and buffer bytes are only ever handed to the reconstructors
+that the authenticated pickle stream names -- they are never parsed as pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import pickle
+import secrets
+import struct
+from pathlib import Path
+
+import xxhash
+
+__all__ = [
+    "SECRET_SIZE",
+    "CorruptEnvelope",
+    "Envelope",
+    "Sealer",
+    "load_secret",
+    "secret_path",
+]
+
+SECRET_SIZE = 32
+_MAGIC = b"FCIPYENV"
+_VERSION = 1
+_HEAD = struct.Struct("<8sHHIQ")  # magic, version, reserved, buffer count, pickle length
+_SLOT = struct.Struct("<QQ16s")  # offset, length, keyed xxh3-128 of one buffer
+_KEY_LENGTH = struct.Struct("<I")
+_TAG_SIZE = 32
+_ALIGN = 64  # numpy wants aligned data; 64 also keeps buffers on cache-line boundaries
+
+
+class CorruptEnvelope(ValueError):
+    """The bytes are not an envelope sealed for this key under this secret (message: why)."""
+
+
+class Envelope:
+    """A sealed value, kept as parts so a large one is written without joining them.
+
+    ``parts`` concatenated are the envelope's bytes; the buffers among them are views of
+    the caller's own objects (no copy), so an envelope must be written before the value
+    is mutated.
+    """
+
+    __slots__ = ("buffers", "parts", "size", "stream")
+
+    def __init__(
+        self, parts: tuple[bytes | memoryview, ...], stream: bytes, buffers: list[memoryview]
+    ) -> None:
+        self.parts = parts
+        self.stream = stream
+        self.buffers = buffers
+        self.size = sum(memoryview(part).nbytes for part in parts)
+
+
+class Sealer:
+    """Seals values into envelopes and verifies envelopes under one secret key."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._hmac = hmac.new(secret, digestmod=hashlib.sha256)
+        seed = hmac.digest(secret, b"funcache_ipy buffer checksum seed", "sha256")
+        self._seed = int.from_bytes(seed[:8], "little")
+
+    def seal(self, value: object, key: str) -> Envelope:
+        """Pickle ``value`` (protocol 5, buffers out of band) into an envelope for ``key``.
+
+        Raises:
+            Exception: whatever pickling ``value`` raises (unpicklable objects).
+        """
+        buffers: list[memoryview] = []
+        stream = pickle.dumps(value, protocol=5, buffer_callback=lambda b: buffers.append(b.raw()))
+        table_end = _HEAD.size + len(buffers) * _SLOT.size
+        position = table_end + _TAG_SIZE + len(stream)
+        slots: list[bytes] = []
+        tail: list[bytes | memoryview] = [stream]
+        for view in buffers:
+            start = -(-position // _ALIGN) * _ALIGN
+            if start > position:
+                tail.append(bytes(start - position))
+            tail.append(view)
+            checksum = xxhash.xxh3_128_digest(view, seed=self._seed)
+            slots.append(_SLOT.pack(start, view.nbytes, checksum))
+            position = start + view.nbytes
+        head = _HEAD.pack(_MAGIC, _VERSION, 0, len(buffers), len(stream)) + b"".join(slots)
+        return Envelope((head, self._tag(head, key, stream), *tail), stream, buffers)
+
+    def unseal(
+        self, data: bytes | bytearray | memoryview, key: str
+    ) -> tuple[memoryview, list[memoryview]]:
+        """Verify ``data`` as the envelope of ``key``; return its pickle stream and buffers.
+
+        The returned views share ``data``'s memory: a writable ``data`` gives writable
+        buffers, so arrays unpickled from them are writable without a copy.
+
+        Raises:
+            CorruptEnvelope: truncated, malformed, tampered, or sealed under another
+                secret or for another key.
+        """
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        if size < _HEAD.size:
+            raise CorruptEnvelope(f"truncated envelope ({size} bytes)")
+        magic, version, _, count, stream_length = _HEAD.unpack_from(view)
+        if magic != _MAGIC:
+            raise CorruptEnvelope("not a funcache_ipy envelope")
+        if version != _VERSION:
+            raise CorruptEnvelope(f"unsupported envelope format {version}")
+        table_end = _HEAD.size + count * _SLOT.size
+        stream_start = table_end + _TAG_SIZE
+        stream_end = stream_start + stream_length
+        if stream_end > size:
+            raise CorruptEnvelope(f"truncated envelope ({size} bytes)")
+        stream = view[stream_start:stream_end]
+        expected = self._tag(view[:table_end], key, stream)
+        if not hmac.compare_digest(expected, bytes(view[table_end:stream_start])):
+            raise CorruptEnvelope("authentication failed (tampered, or sealed under another key)")
+        buffers: list[memoryview] = []
+        end = stream_end
+        for index in range(count):
+            start, length, checksum = _SLOT.unpack_from(view, _HEAD.size + index * _SLOT.size)
+            if start < end or start + length > size:
+                raise CorruptEnvelope(f"truncated envelope ({size} bytes)")
+            end = start + length
+            buffer = view[start:end]
+            if xxhash.xxh3_128_digest(buffer, seed=self._seed) != checksum:
+                raise CorruptEnvelope(f"checksum mismatch in buffer {index}")
+            buffers.append(buffer)
+        if end != size:
+            raise CorruptEnvelope(f"envelope is {size} bytes, expected {end}")
+        return stream, buffers
+
+    def _tag(self, head: bytes | memoryview, key: str, stream: bytes | memoryview) -> bytes:
+        """HMAC of header + table, the length-prefixed key and the pickle stream."""
+        mac = self._hmac.copy()
+        encoded = key.encode()
+        mac.update(head)
+        mac.update(_KEY_LENGTH.pack(len(encoded)))
+        mac.update(encoded)
+        mac.update(stream)
+        return mac.digest()
+
+
+def secret_path() -> Path:
+    """Where the per-user secret key lives: ``$XDG_CONFIG_HOME/funcache_ipy/secret.key``.
+
+    Read at call time. A relative ``XDG_CONFIG_HOME`` is ignored, as the XDG spec says,
+    so the key never lands in (and travels with) a project directory.
+    """
+    base = os.environ.get("XDG_CONFIG_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".config"
+    return root / "funcache_ipy" / "secret.key"
+
+
+def load_secret(path: Path) -> bytes:
+    """Read the secret key at ``path``, creating it (0o600, directory 0o700) on first use.
+
+    Creation publishes a fully written temporary file with ``os.link``, which fails if
+    the name exists: two processes starting at once both end up reading the one key
+    that was linked first, and no reader can ever see a half-written key.
+
+    Raises:
+        OSError: the key cannot be created or read, or has the wrong length; the
+            message names the file and what to do.
+    """
+    try:
+        return _read_secret(path)
+    except FileNotFoundError:
+        pass
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(secrets.token_bytes(SECRET_SIZE))
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process published its key first: everyone uses that one
+        finally:
+            temporary.unlink()
+    except OSError as exc:
+        raise OSError(
+            f"cannot create the funcache_ipy secret key {path}: {exc}; "
+            "set XDG_CONFIG_HOME to a writable directory"
+        ) from exc
+    return _read_secret(path)
+
+
+def _read_secret(path: Path) -> bytes:
+    """The key's bytes; a key of the wrong length is refused rather than padded."""
+    with open(path, "rb") as file:
+        secret = file.read(SECRET_SIZE + 1)
+    if len(secret) != SECRET_SIZE:
+        raise OSError(
+            f"funcache_ipy secret key {path} holds {len(secret)} bytes, expected "
+            f"{SECRET_SIZE}; delete it to create a new one (cached entries will be recomputed)"
+        )
+    return secret

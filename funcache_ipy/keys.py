@@ -1,0 +1,84 @@
+"""Cache keys for calls and cells, and explanations of why a key missed.
+
+A key is a digest of the schema version, the Python minor version (bytecode differs
+between them), the code fingerprint and the inputs. Keys are content-addressed: entries
+for older code stay in the store, so reverting an edit hits again.
+
+Each stored entry carries a *manifest* (dependency label -> digest, short repr); a miss is
+explained by diffing the current manifest against the closest stored one.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import xxhash
+
+SCHEMA_VERSION = 1
+_SALT = f"funcache_ipy:{SCHEMA_VERSION}:py{sys.version_info[0]}.{sys.version_info[1]}:".encode()
+
+Manifest = Mapping[str, Sequence[str]]
+
+
+def call_key(code_digest: bytes, arguments_digest: bytes, version: str | None = None) -> str:
+    """Key of one call: function fingerprint + arguments + the user's ``version=`` salt."""
+    h = xxhash.xxh3_128(_SALT)
+    h.update(code_digest)
+    h.update(arguments_digest)
+    if version is not None:
+        h.update(b"version:" + version.encode())
+    return h.hexdigest()
+
+
+def cell_key(normalized_code: str, inputs_digest: bytes) -> str:
+    """Key of one ``%%funcache`` cell: its normalized code + the digest of what it reads."""
+    h = xxhash.xxh3_128(_SALT + b"cell:")
+    h.update(normalized_code.encode())
+    h.update(inputs_digest)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Whether a call hits, and if not, what differs from the closest stored entry."""
+
+    name: str
+    hit: bool
+    reasons: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        if self.hit:
+            return f"{self.name}: hit"
+        lines = [f"{self.name}: miss"] + [f"  - {reason}" for reason in self.reasons]
+        return "\n".join(lines)
+
+
+def explain_manifests(new: Manifest, candidates: Sequence[Manifest]) -> list[str]:
+    """Reasons ``new`` differs from the closest of ``candidates`` (stored entries' manifests).
+
+    Closest = most dependencies with equal digests. Returns ``[]`` when identical, one
+    reason when nothing is stored yet.
+
+    >>> explain_manifests({"global `SCALE`": ["b", "3"]}, [{"global `SCALE`": ["a", "2"]}])
+    ['global `SCALE` changed: 2 → 3']
+    """
+    if not candidates:
+        return ["nothing is stored for it yet (first call, or the cache was cleared)"]
+    closest = max(candidates, key=lambda old: _agreement(new, old))
+    reasons = []
+    for label, (digest, shown) in ((k, tuple(v)) for k, v in new.items()):
+        old = closest.get(label)
+        if old is None:
+            reasons.append(f"{label} is new")
+        elif old[0] != digest:
+            old_shown = old[1] if len(old) > 1 else ""
+            detail = f": {old_shown} → {shown}" if old_shown and shown else ""
+            reasons.append(f"{label} changed{detail}")
+    reasons.extend(f"{label} is no longer used" for label in closest if label not in new)
+    return reasons
+
+
+def _agreement(new: Manifest, old: Manifest) -> int:
+    return sum(1 for label, entry in new.items() if label in old and old[label][0] == entry[0])
