@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeVar, overload
@@ -22,7 +23,7 @@ from typing import Any, NamedTuple, TypeVar, overload
 from funcache_ipy.fingerprint import Tracker, code_hasher
 from funcache_ipy.hashing import UnhashableError, hash_value
 from funcache_ipy.keys import Explanation, call_key, explain_manifests
-from funcache_ipy.store import MISSING, EntryMeta, Store, open_store
+from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -190,11 +191,17 @@ class _CachedFunction:
         _decorated.add(wrapper)
         return wrapper
 
-    def lookup(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, Any, Store]:
+    def lookup(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[str, Any, Store | None]:
         """Key of this call and the stored value (or MISSING); counts the hit or miss."""
         key = self.key(args, kwargs)
-        store = open_store(self.directory)
-        value = store.get(key)
+        try:
+            store: Store | None = open_store(self.directory)
+        except OSError as exc:  # an unusable cache directory must not stop the computation
+            warnings.warn(f"{exc}; running {self.name} uncached", FuncacheWarning, stacklevel=3)
+            store = None
+        value = MISSING if store is None else store.get(key)
         if value is MISSING:
             self.misses += 1
         else:
@@ -204,7 +211,7 @@ class _CachedFunction:
 
     def remember(
         self,
-        store: Store,
+        store: Store | None,
         key: str,
         value: Any,
         started: float,
@@ -215,13 +222,20 @@ class _CachedFunction:
         seconds = time.perf_counter() - started
         manifest = self.manifest(args, kwargs)
         self.last = (key, manifest)
-        store.set(key, value, EntryMeta(self.name, time.time(), seconds, 0, manifest))
+        if store is not None:
+            store.set(key, value, EntryMeta(self.name, time.time(), seconds, 0, manifest))
         return value
 
     # -- keys
 
     def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        code = self.tracker.current().digest
+        try:
+            code = self.tracker.current().digest
+        except UnhashableError as exc:
+            raise UnhashableError(
+                f"{exc} (reached from {self.func.__qualname__}()); pass it as an argument "
+                "listed in ignore=, or give its class a __getstate__"
+            ) from None
         return call_key(code, self.hash_arguments(args, kwargs), self.version)
 
     def bound_values(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import warnings
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ import funcache_ipy
 from funcache_ipy.hashing import UnhashableError
 from funcache_ipy.store import FuncacheWarning
 from tests.conftest import run_cell
-
 
 # NB. Bodies report their runs by printing: a list they appended to would be a global
 # (or closure) they read, hence part of their key, and every call would rightly miss.
@@ -141,6 +139,13 @@ def test_unhashable_argument_is_named_never_ignored() -> None:
         use(1, lock)
 
 
+def test_unhashable_global_is_named() -> None:
+    ns = {"funcache_ipy": funcache_ipy, "threading": threading}
+    exec("LOCK = threading.Lock()\n@funcache_ipy.cache\ndef f(x):\n    with LOCK: return x", ns)
+    with pytest.raises(UnhashableError, match=r"global `LOCK`.*reached from f\(\).*ignore="):
+        ns["f"](1)
+
+
 def test_generator_functions_are_refused_at_decoration() -> None:
     def gen():
         yield 1
@@ -229,14 +234,8 @@ def test_store_failure_never_loses_the_result(isolated_cache: Path) -> None:
     def f(x):
         return x + 1
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            value = f(1)
-        except OSError as exc:  # an unusable directory may be reported up front instead
-            assert str(isolated_cache) in str(exc)
-            return
-    assert value == 2
+    with pytest.warns(FuncacheWarning, match=str(isolated_cache)):
+        assert f(1) == 2
 
 
 def test_entry_is_shared_across_processes_and_hash_seeds(tmp_path: Path) -> None:

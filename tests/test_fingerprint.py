@@ -48,7 +48,10 @@ MUST_MISS = {
         "def f(x):\n    def inner(v): return helper(v)\n    return inner(x)",
         "def helper(x): return x + 2",
     ),
-    "global lambda": ("g = lambda v: v * 2\n@funcache_ipy.cache\ndef f(x): return g(x)", "g = lambda v: v * 3"),
+    "global lambda": (
+        "g = lambda v: v * 2\n@funcache_ipy.cache\ndef f(x): return g(x)",
+        "g = lambda v: v * 3",
+    ),
     "closure contents": (
         "def make(k):\n    def helper(x): return x * k\n    return helper\n"
         "helper = make(2)\n@funcache_ipy.cache\ndef f(x): return helper(x)",
@@ -84,6 +87,11 @@ MUST_MISS = {
         "def deco(fn):\n    @functools.wraps(fn)\n    def inner(*a): return fn(*a)\n    return inner\n"
         "@deco\ndef helper(x): return x + 1\n@funcache_ipy.cache\ndef f(x): return helper(x)",
         "@deco\ndef helper(x): return x + 2",
+    ),
+    "library decorator around a helper": (
+        "import contextlib\n@contextlib.contextmanager\ndef helper(x): yield x + 1\n"
+        "@funcache_ipy.cache\ndef f(x):\n    with helper(x) as v: return v",
+        "@contextlib.contextmanager\ndef helper(x): yield x + 2",
     ),
     "lru_cache-wrapped helper": (
         "@functools.lru_cache\ndef helper(x): return x + 1\n@funcache_ipy.cache\ndef f(x): return helper(x)",
@@ -151,8 +159,14 @@ MUST_MISS = {
 }
 
 MUST_HIT = {
-    "same value reassigned": ("SCALE = 2\n@funcache_ipy.cache\ndef f(x): return x * SCALE", "SCALE = 2"),
-    "equal list reassigned": ("W = [1, 2]\n@funcache_ipy.cache\ndef f(x): return x * sum(W)", "W = [1, 2]"),
+    "same value reassigned": (
+        "SCALE = 2\n@funcache_ipy.cache\ndef f(x): return x * SCALE",
+        "SCALE = 2",
+    ),
+    "equal list reassigned": (
+        "W = [1, 2]\n@funcache_ipy.cache\ndef f(x): return x * sum(W)",
+        "W = [1, 2]",
+    ),
     "helper comment, docstring and blank lines": (
         "def helper(x): return x + 1\n@funcache_ipy.cache\ndef f(x): return helper(x)",
         'def helper(x):\n    """Now documented."""\n\n    # a comment\n    return x + 1  # trailing',
@@ -161,7 +175,10 @@ MUST_HIT = {
         "@funcache_ipy.cache\ndef f(x): return x + 1",
         '\n\n\n@funcache_ipy.cache\ndef f(x):\n    """Doc."""\n    # why\n    return x + 1',
     ),
-    "unrelated global": ("SCALE = 2\n@funcache_ipy.cache\ndef f(x): return x * SCALE", "OTHER = 99"),
+    "unrelated global": (
+        "SCALE = 2\n@funcache_ipy.cache\ndef f(x): return x * SCALE",
+        "OTHER = 99",
+    ),
     "edit reverted": (
         "SCALE = 2\n@funcache_ipy.cache\ndef f(x): return x * SCALE",
         "SCALE = 3\nf(2)\nSCALE = 2",
@@ -222,7 +239,9 @@ def test_local_module_edit(shell, tmp_path: Path, edit: str, expect_miss: bool, 
     _write_module(module_dir / "mymod.py", "def helper(x):\n    return x + 1\nCONST = 10\n")
     call = "mymod.helper(x) + mymod.CONST" if style == "import mymod" else "helper(x) + CONST"
     run_cell(shell, f"import sys; sys.path.insert(0, {str(module_dir)!r})\n{PRELUDE}")
-    run_cell(shell, f"import importlib, mymod\n{style}\n@funcache_ipy.cache\ndef f(x): return {call}")
+    run_cell(
+        shell, f"import importlib, mymod\n{style}\n@funcache_ipy.cache\ndef f(x): return {call}"
+    )
     first = run_cell(shell, "f(2)")
     _write_module(module_dir / "mymod.py", edit)
     # A kernel restart re-imports the edited file; reload is the same thing in-process.
