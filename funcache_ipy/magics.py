@@ -1,0 +1,358 @@
+"""IPython adapter: the ``%%funcache`` and ``%funcache`` magics, their options, load/unload.
+
+The only module that imports IPython. It turns a cell into what :mod:`funcache_ipy.cell`
+needs (the transformed code, IPython's compiler so tracebacks show the cell's lines, the
+display publisher, the user namespace) and renders ``%funcache info``; the caching
+itself lives in ``cell`` and ``decorator``.
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import re
+import types
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+from traitlets import Bool, Int, Unicode
+
+from funcache_ipy import decorator
+from funcache_ipy.cell import CellCache, analyze_cell, is_cell_entry
+from funcache_ipy.store import DEFAULT_SIZE_LIMIT, Store, open_store
+
+__all__ = ["FuncacheMagics", "load_ipython_extension", "unload_ipython_extension"]
+
+_NAME = re.compile(r"[\w.:-]+")
+_SHELL_HELPERS = ("get_ipython", "exit", "quit")  # the shell's own, never user data
+
+
+@magics_class
+class FuncacheMagics(Magics):
+    """``%%funcache`` caches a cell; ``%funcache`` shows and controls the cache.
+
+    Options are traitlets: ``%config FuncacheMagics.quiet = True`` in a notebook, or
+    ``c.FuncacheMagics.directory = "..."`` in ``ipython_config.py``.
+    """
+
+    directory = Unicode(
+        None,
+        allow_none=True,
+        help="Cache directory of %%funcache cells and of %funcache info/clear. "
+        "Default: $FUNCACHE_IPY_DIR, else ./.funcache, resolved when used.",
+    ).tag(config=True)
+    quiet = Bool(False, help="Do not print a notice when a cell is restored.").tag(config=True)
+    size_limit = Int(
+        DEFAULT_SIZE_LIMIT,
+        help="Bytes the cache directory may hold before the oldest entries are evicted.",
+    ).tag(config=True)
+
+    def __init__(self, shell: InteractiveShell) -> None:
+        super().__init__(shell)
+        self.cells = CellCache(self.store)
+
+    def store(self) -> Store:
+        """The configured store; ``open_store`` memoizes it, so this is a dict lookup."""
+        return open_store(self.directory, size_limit=self.size_limit)
+
+    @magic_arguments("%funcache")
+    @argument("-r", "--refresh", action="store_true", help="run the cell and overwrite its entry")
+    @argument("-q", "--quiet", action="store_true", help="no notice when the cell is restored")
+    @argument(
+        "--name",
+        help='name for %%funcache info/clear/explain (default: "cell:" + 8 hex digits '
+        "of the code's digest, so an edited cell gets a new name)",
+    )
+    @cell_magic("funcache")
+    def funcache_cell(self, line: str, cell: str) -> Any:
+        """Cache a cell: a re-run with the same code and inputs restores its results.
+
+        The key is the cell's code (comments and blank lines aside) plus the content
+        of every variable, function and module the cell reads. On a hit, the names the
+        cell binds and the inputs it changed in place (``data.append(4)``) are put
+        back, its printed and displayed output is replayed, its last value is returned,
+        and one line says so. On a miss the cell runs as usual while its output is
+        recorded. A cell that raises is not stored; neither is one holding a value
+        that cannot be pickled (a message names the variable).
+
+        Imports, functions and classes of the cell are re-created on a hit by re-running
+        its top-level import/def/class statements, so they work after a kernel restart.
+        Not seen: files the cell reads, output of subprocesses and C code, names reached
+        through ``eval`` or ``globals()``. ``%funcache off`` makes cells just run.
+
+        Example::
+
+            %%funcache --name features
+            df = load_csv(PATH)
+            features = build_features(df, window=WINDOW)
+            features.describe()
+        """
+        __tracebackhide__ = True
+        args = parse_argstring(self.funcache_cell, line)
+        if args.name is not None and not _NAME.fullmatch(args.name):
+            raise UsageError(
+                "%%funcache --name takes a word of letters, digits and _ . : - "
+                f"(like features or load.v2), not {args.name}"
+            )
+        shell = self.shell
+        code = shell.transform_cell(cell)
+        filename = shell.compile.cache(code, shell.execution_count, raw_code=cell)
+        transform = shell.transform_ast if shell.ast_transformers else None
+        analysis = analyze_cell(code, transform, filename)
+        if analysis.top_level_await:
+            raise UsageError(
+                "%%funcache cannot run a cell with top-level await; "
+                "put the code in an async function and run it with asyncio.run()"
+            )
+
+        def compile_tree(tree: ast.mod, mode: str) -> types.CodeType:
+            return shell.compile(tree, filename, mode)
+
+        namespace = shell.user_ns
+        hidden = shell.user_ns_hidden
+        helpers = {n for n in _SHELL_HELPERS if n in hidden and namespace.get(n) is hidden[n]}
+        return self.cells.run(
+            analysis,
+            name=args.name or analysis.default_name,
+            namespace=namespace,
+            compiler=compile_tree,
+            publisher=shell.display_pub,
+            refresh=args.refresh,
+            quiet=args.quiet or self.quiet,
+            ignore=frozenset(helpers),
+        )
+
+    @magic_arguments("funcache")
+    @argument(
+        "action",
+        nargs="?",
+        default="info",
+        choices=["info", "clear", "off", "on", "explain"],
+        help="what to do (default: info)",
+    )
+    @argument("name", nargs="?", help="a cached function or cell, for clear and explain")
+    @line_magic("funcache")
+    def funcache_line(self, line: str) -> None:
+        """Show and control the cache of @cache functions and %%funcache cells.
+
+        ``%funcache info``: cache directory, entries, size on disk, and hits and misses
+        of this session per function and cell. ``%funcache clear [NAME]``: delete every
+        entry, or those of one function or cell. ``%funcache off`` / ``on``: run cached
+        functions and cells without / with the cache. ``%funcache explain NAME``: why
+        the last call of a function or run of a cell missed (what changed, old -> new).
+
+        Functions are named ``module.qualname`` (``load`` is enough when unique); cells
+        by ``%%funcache --name NAME``, else ``cell:`` + 8 hex digits of their code's
+        digest (see ``%funcache info``). Options: ``%config FuncacheMagics``.
+        """
+        args = parse_argstring(self.funcache_line, line)
+        if args.action in ("info", "off", "on") and args.name is not None:
+            raise UsageError(f"%funcache {args.action} takes no name (got {args.name!r})")
+        if args.action == "info":
+            display(self.report())
+        elif args.action == "clear":
+            self.clear(args.name)
+        elif args.action in ("off", "on"):
+            decorator.set_enabled(args.action == "on")
+            state = "on" if decorator.is_enabled() else "off: functions and cells just run"
+            print(f"funcache: caching is {state}")
+        else:
+            self.explain(args.name)
+
+    def report(self) -> CacheReport:
+        """What ``%funcache info`` shows."""
+        store = self.store()
+        rows: dict[str, ReportRow] = {}
+        for _, meta in store.entries():
+            row = rows.setdefault(meta.name, ReportRow(meta.name, "function"))
+            row.entries += 1
+            row.size += meta.size
+            if is_cell_entry(meta):
+                row.kind = "cell"
+        for name, fn in _current_functions(self.shell.user_ns).items():
+            info = fn.cache_info()
+            rows[name] = ReportRow(name, "function", info.entries, info.bytes)
+            rows[name].hits, rows[name].misses = info.hits, info.misses
+        for name, stats in self.cells.stats.items():
+            row = rows.setdefault(name, ReportRow(name, "cell"))
+            row.kind, row.hits, row.misses = "cell", stats.hits, stats.misses
+        return CacheReport(
+            store.directory, store.volume(), decorator.is_enabled(), sorted(rows.values())
+        )
+
+    def clear(self, name: str | None) -> None:
+        """``%funcache clear [NAME]``."""
+        store = self.store()
+        functions = _current_functions(self.shell.user_ns)
+        if name is None:
+            removed = store.clear() + sum(fn.cache_clear() for fn in functions.values())
+            print(
+                f"funcache: removed {_plural(removed, 'entry', 'entries')} from {store.directory}"
+            )
+            return
+        known = {meta.name for _, meta in store.entries()} | set(functions) | set(self.cells.stats)
+        target = _resolve(name, known, "is cached")
+        removed = store.clear(target)
+        if target in functions:
+            removed += functions[target].cache_clear()
+        print(f"funcache: removed {_plural(removed, 'entry', 'entries')} of {target}")
+
+    def explain(self, name: str | None) -> None:
+        """``%funcache explain NAME``."""
+        functions = _current_functions(self.shell.user_ns)
+        known = set(functions) | set(self.cells.stats)
+        if name is None:
+            raise UsageError(
+                f"%funcache explain needs a function or cell name; known: {_listing(known)}"
+            )
+        target = _resolve(name, known, "ran in this session")
+        if target in functions:
+            explanation = functions[target].explain_last()
+        else:
+            explanation = self.cells.explain_last(target)
+        print(explanation if explanation is not None else f"{target}: not run in this session")
+
+
+@dataclass(order=True)
+class ReportRow:
+    """One function or cell in ``%funcache info``; hits/misses None if not seen this session."""
+
+    name: str
+    kind: str
+    entries: int = 0
+    size: int = 0
+    hits: int | None = None
+    misses: int | None = None
+
+
+_COLUMNS = ("name", "kind", "entries", "stored", "hits", "misses")
+
+
+@dataclass(frozen=True)
+class CacheReport:
+    """``%funcache info``: plain text in a terminal, an HTML table in Jupyter."""
+
+    directory: Path
+    volume: int
+    enabled: bool
+    rows: list[ReportRow]
+
+    def summary(self) -> tuple[str, str]:
+        """Header lines: where and whether; how much and how well."""
+        state = "on" if self.enabled else "off"
+        entries = sum(row.entries for row in self.rows)
+        hits = sum(row.hits or 0 for row in self.rows)
+        misses = sum(row.misses or 0 for row in self.rows)
+        return (
+            f"funcache: {self.directory} (caching {state})",
+            f"{_plural(entries, 'entry', 'entries')}, {_format_bytes(self.volume)} on disk; "
+            f"this session: {_plural(hits, 'hit', 'hits')}, {_plural(misses, 'miss', 'misses')}",
+        )
+
+    def table(self) -> list[tuple[str, ...]]:
+        def count(n: int | None) -> str:
+            return "-" if n is None else str(n)
+
+        return [
+            (r.name, r.kind, str(r.entries), _format_bytes(r.size), count(r.hits), count(r.misses))
+            for r in self.rows
+        ]
+
+    def __repr__(self) -> str:
+        lines = list(self.summary())
+        body = self.table()
+        if body:
+            widths = [max(map(len, column)) for column in zip(_COLUMNS, *body, strict=True)]
+            lines.append("")
+            for cells in [_COLUMNS, *body]:
+                padded = [cells[0].ljust(widths[0]), cells[1].ljust(widths[1])]
+                padded += [
+                    cell.rjust(width) for cell, width in zip(cells[2:], widths[2:], strict=True)
+                ]
+                lines.append("  ".join(padded).rstrip())
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in _COLUMNS)
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>"
+            for cells in self.table()
+        )
+        summary = "<br>".join(html.escape(line) for line in self.summary())
+        table = f"<table><tr>{head}</tr>{rows}</table>" if rows else ""
+        return f"<p>{summary}</p>{table}"
+
+
+def _current_functions(namespace: dict[str, Any]) -> dict[str, Any]:
+    """Live ``@cache`` wrappers by ``cache_name``.
+
+    NB. Re-running a notebook's def cell leaves the old wrapper alive until garbage
+    collection; the one bound in the namespace is the current one.
+    """
+    bound = {id(value) for value in namespace.values()}
+    current: dict[str, Any] = {}
+    for fn in decorator.decorated_functions():
+        if fn.cache_name not in current or id(fn) in bound:
+            current[fn.cache_name] = fn
+    return current
+
+
+def _resolve(name: str, known: Iterable[str], condition: str) -> str:
+    """The known name meant by ``name``: exact, or a unique ``module.`` suffix match.
+
+    Raises:
+        UsageError: nothing known matches (``condition`` says what "known" means), or
+            several names do.
+    """
+    names = sorted(set(known))
+    if name in names:
+        return name
+    matches = [known_name for known_name in names if known_name.endswith("." + name)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise UsageError(f"{name!r} is ambiguous: {_listing(matches)}; use the full name")
+    raise UsageError(f"no function or cell named {name!r} {condition}; known: {_listing(names)}")
+
+
+def _listing(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names)) or "none yet"
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def _format_bytes(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    exponent = min((size.bit_length() - 1) // 10, 3)
+    return f"{size / 1024**exponent:.1f} {('KiB', 'MiB', 'GiB')[exponent - 1]}"
+
+
+def load_ipython_extension(ipython: InteractiveShell) -> None:
+    """Register the magics; loading again keeps the registered instance."""
+    if isinstance(ipython.magics_manager.registry.get(FuncacheMagics.__name__), FuncacheMagics):
+        return
+    ipython.register_magics(FuncacheMagics(ipython))
+
+
+def unload_ipython_extension(ipython: InteractiveShell) -> None:
+    """Remove what :func:`load_ipython_extension` added: the magics and the configurable."""
+    manager = ipython.magics_manager
+    magics = manager.registry.pop(FuncacheMagics.__name__, None)
+    if not isinstance(magics, FuncacheMagics):
+        return
+    for kind, table in magics.magics.items():
+        for name, method in table.items():
+            if manager.magics[kind].get(name) == method:
+                del manager.magics[kind][name]
+    if magics in ipython.configurables:
+        ipython.configurables.remove(magics)

@@ -1,0 +1,195 @@
+"""``funcache_ipy.cell`` on its own: cell analysis, output capture and replay.
+
+The magic end to end (keys, hits, restores) is tested through IPython in
+``test_magics.py``; here a stand-in publisher plays IPython's display publisher.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any
+
+import pytest
+
+from funcache_ipy.cell import (
+    DisplayOutput,
+    OutputCapture,
+    StreamOutput,
+    analyze_cell,
+    replay_outputs,
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "inputs", "bound"),
+    [
+        ("x = x + 1", {"x"}, ("x",)),
+        ("data.append(4)", {"data"}, ()),
+        ("y = 1\nz = y + w", {"w"}, ("y", "z")),
+        ("n = (m := 3) + 1\nm", set(), ("m", "n")),
+        ("del old", {"old"}, ()),
+        ("import os.path\nimport numpy as np\nfrom a import b as c", set(), ("os", "np", "c")),
+        ("with open(p) as fh:\n    text = fh.read()\ntext", {"open", "p"}, ("fh", "text")),
+        # a binding that may not happen does not shield later reads
+        ("for i in xs:\n    last = i\nlast", {"xs", "last"}, ("i", "last")),
+        ("last = None\nfor i in xs:\n    last = i\nlast", {"xs"}, ("last", "i")),
+        ("while go():\n    w = 1\nw", {"go", "w"}, ("w",)),
+        ("if c:\n    y = 1\ny", {"c", "y"}, ("y",)),
+        ("if c:\n    y = 1\nelse:\n    y = 2\ny", {"c"}, ("y",)),
+        ("try:\n    v = f()\nexcept ValueError:\n    pass\nv", {"f", "ValueError", "v"}, ("v",)),
+        ("try:\n    import t\nexcept ImportError:\n    t = None\nt", {"ImportError"}, ("t",)),
+        ("a or (b := 1)\nb", {"a", "b"}, ("b",)),
+        ("[y for x in xs if (y := f(x))]\ny", {"xs", "f", "y"}, ("y",)),
+        (
+            "match cmd:\n    case [a]:\n        z = a\n    case _:\n        z = 0\nz",
+            {"cmd"},
+            ("a", "z"),
+        ),
+        ("match cmd:\n    case [a]:\n        z = a\nz", {"cmd", "z"}, ("a", "z")),
+        # scopes: comprehensions and class bodies run now, function bodies when called
+        ("total = sum(x * K for x in xs)", {"sum", "K", "xs"}, ("total",)),
+        (
+            "class C(B):\n    a = V\n    b = a\n    def m(self):\n        return H\n",
+            {"B", "V", "H"},
+            ("C",),
+        ),
+        (
+            "def main():\n    return helper() + S\ndef helper():\n    return 1\nmain()",
+            {"S"},
+            ("main", "helper"),
+        ),
+        ("def f(v=D):\n    return [v for v in G]\nf()", {"D", "G"}, ("f",)),
+        ("f = lambda q: q + L", {"L"}, ("f",)),
+        (
+            "def setup():\n    global model\n    model = load()\nsetup()",
+            {"load"},
+            ("setup", "model"),
+        ),
+        # %magic and !shell lines, as IPython transforms them
+        ("get_ipython().run_line_magic('time', 'y = f(x)')\ny", {"get_ipython", "f", "x"}, ("y",)),
+        ("get_ipython().run_line_magic('timeit', '-n 3 f(x)')", {"get_ipython", "n", "f", "x"}, ()),
+        ("get_ipython().system('ls {path}')", {"get_ipython", "ls", "path"}, ()),
+    ],
+)
+def test_inputs_and_bound_names(code: str, inputs: set[str], bound: tuple[str, ...]) -> None:
+    analysis = analyze_cell(code)
+    assert set(analysis.inputs) == inputs
+    assert analysis.bound == bound
+
+
+def test_normalized_code_ignores_comments_blank_lines_and_layout() -> None:
+    plain = analyze_cell("x = f(1, 2)\ny = x")
+    noisy = analyze_cell("# setup\nx = f( 1,\n      2 )  # call\n\n\ny = x\n")
+    changed = analyze_cell("x = f(1, 3)\ny = x")
+    assert noisy.normalized == plain.normalized != changed.normalized
+    assert noisy.default_name == plain.default_name != changed.default_name
+    assert re.fullmatch(r"cell:[0-9a-f]{8}", plain.default_name)
+
+
+@pytest.mark.parametrize(
+    ("code", "shows"),
+    [("x", True), ("x;", False), ("x;  # quiet", False), ("x = 1", False), ("f(x) ;\n\n", False)],
+)
+def test_last_expression_and_semicolon(code: str, shows: bool) -> None:
+    assert analyze_cell(code).shows_result is shows
+
+
+def test_definitions_are_replayed_unless_they_read_computed_values() -> None:
+    analysis = analyze_cell(
+        "import math\nfrom os import path as p\n"
+        "def area(r=math.pi):\n    return r\n"
+        "class K:\n    unit = p.sep\n"
+        "m = 3\n"
+        "def scaled(v, m=m):\n    return v * m\n"
+        "import numpy as np\nnp = None\n"
+    )
+    assert analysis.replayed == {"math", "p", "area", "K", "scaled"}
+    assert dict(analysis.entangled) == {"scaled": ("m",)}
+    kinds = [type(statement).__name__ for statement in analysis.definitions]
+    assert kinds == ["Import", "ImportFrom", "FunctionDef", "ClassDef", "FunctionDef", "Import"]
+
+
+@pytest.mark.parametrize(
+    ("code", "awaits"),
+    [
+        ("await f()", True),
+        ("async for x in y:\n    pass", True),
+        ("async with l:\n    pass", True),
+        ("[x async for x in y]", True),
+        ("async def f():\n    await g()", False),
+    ],
+)
+def test_top_level_await_is_detected(code: str, awaits: bool) -> None:
+    assert analyze_cell(code).top_level_await is awaits
+
+
+class Publisher:
+    """Stands in for IPython's terminal display publisher, which prints text/plain."""
+
+    def __init__(self) -> None:
+        self.shown: list[Any] = []
+
+    def publish(self, data: dict, metadata: dict | None = None, **kwargs: Any) -> None:
+        self.shown.append((data, metadata, kwargs))
+        print(data.get("text/plain", ""))
+
+    def clear_output(self, wait: bool = False) -> None:
+        self.shown.append(("clear", wait))
+
+
+def test_capture_records_in_order_while_output_stays_live(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    publisher = Publisher()
+    stdout = sys.stdout
+    with OutputCapture(publisher) as capture:
+        print("a")
+        sys.stdout.writelines(["b\n", "c\n"])
+        print("warn", file=sys.stderr)
+        publisher.publish({"text/html": "<i>x</i>", "text/plain": "x"}, {"k": 1}, transient={})
+        print("d")
+    assert sys.stdout is stdout and "publish" not in vars(publisher)
+    assert capture.outputs == (
+        StreamOutput("stdout", "a\nb\nc\n"),
+        StreamOutput("stderr", "warn\n"),
+        DisplayOutput({"text/html": "<i>x</i>", "text/plain": "x"}, {"k": 1}, {}, False),
+        StreamOutput("stdout", "d\n"),
+    )
+    live = capsys.readouterr()
+    assert (live.out, live.err) == ("a\nb\nc\nx\nd\n", "warn\n")
+    assert len(publisher.shown) == 1, "the display went through to the publisher"
+
+
+def test_clear_output_drops_what_it_clears_and_widgets_are_not_recorded() -> None:
+    publisher = Publisher()
+    with OutputCapture(publisher) as capture:
+        print("10%")
+        publisher.clear_output()
+        print("50%")
+        publisher.clear_output(wait=True)
+        publisher.publish({"application/vnd.jupyter.widget-view+json": {"model_id": "1"}})
+        print("100%")
+        publisher.publish({"application/vnd.jupyter.widget-view+json": {}, "text/plain": "Bar"})
+    assert capture.outputs == (
+        StreamOutput("stdout", "100%\n"),
+        DisplayOutput({"text/plain": "Bar"}, {}),
+    )
+    assert ("clear", False) in publisher.shown and ("clear", True) in publisher.shown
+
+
+def test_replay_shows_outputs_in_order(capsys: pytest.CaptureFixture) -> None:
+    publisher = Publisher()
+    outputs = [
+        StreamOutput("stdout", "first\n"),
+        DisplayOutput({"text/plain": "shown"}, {}, {"display_id": "d1"}),
+        DisplayOutput({"text/plain": "updated"}, {}, {"display_id": "d1"}, update=True),
+        StreamOutput("stderr", "late\n"),
+    ]
+    replay_outputs(outputs, publisher)
+    assert [kwargs for _, _, kwargs in publisher.shown] == [
+        {"transient": {"display_id": "d1"}},
+        {"transient": {"display_id": "d1"}, "update": True},
+    ]
+    replayed = capsys.readouterr()
+    assert (replayed.out, replayed.err) == ("first\nshown\nupdated\n", "late\n")

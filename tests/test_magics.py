@@ -1,0 +1,534 @@
+"""``%%funcache`` and ``%funcache`` through a real IPython ``InteractiveShell``.
+
+Each test gets a clean namespace with the extension loaded (and unloaded afterwards).
+A cell's body counts its real runs with ``tick()``, which appends to ``runs.log`` in
+the test's working directory: a side effect no fingerprint sees, so a hit and a run
+are told apart without trusting the cache's own notice. ``ip.reset()`` stands in for
+a kernel restart (an empty namespace); real kernels are tested in ``test_kernel.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.core.displaypub import CapturingDisplayPublisher
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from funcache_ipy import decorator, magics
+from funcache_ipy.store import FuncacheWarning, open_store
+from tests.conftest import run_cell
+
+TICK = """
+def tick():
+    with open("runs.log", "a") as log:
+        log.write(".")
+"""
+
+
+@pytest.fixture
+def ip(shell: InteractiveShell) -> Iterator[InteractiveShell]:
+    """The shell with funcache_ipy loaded and ``tick()`` defined; unloaded afterwards."""
+    shell.extension_manager.load_extension("funcache_ipy")
+    run_cell(shell, TICK)
+    yield shell
+    shell.extension_manager.unload_extension("funcache_ipy")
+    shell.config.pop("FuncacheMagics", None)  # NB. %config also updates the shell's config
+    decorator.set_enabled(True)
+
+
+def runs() -> int:
+    """How many times a cell body called ``tick()`` in this test."""
+    log = Path("runs.log")
+    return len(log.read_text()) if log.exists() else 0
+
+
+def restart(ip: InteractiveShell) -> None:
+    """An empty namespace, as after a kernel restart (``tick`` defined again)."""
+    ip.reset(new_session=False)
+    run_cell(ip, TICK)
+
+
+def cell_magics(ip: InteractiveShell) -> magics.FuncacheMagics:
+    registered = ip.magics_manager.registry["FuncacheMagics"]
+    assert isinstance(registered, magics.FuncacheMagics)
+    return registered
+
+
+def error_of(ip: InteractiveShell, code: str) -> BaseException | None:
+    result = ip.run_cell(code, store_history=True)
+    return result.error_in_exec or result.error_before_exec
+
+
+# ------------------------------------------------------------------ hits and misses
+
+
+def test_rerun_hits_and_restores_bound_names(ip: InteractiveShell) -> None:
+    cell = "%%funcache\ntick()\nx = 2\ny = x * 21\n"
+    run_cell(ip, cell)
+    ip.user_ns.update(x=0, y=0)
+    run_cell(ip, cell)
+    assert runs() == 1, "second run should be a hit"
+    assert (ip.user_ns["x"], ip.user_ns["y"]) == (2, 42)
+
+
+def test_last_value_is_returned_on_hit_and_semicolon_hides_it(ip: InteractiveShell) -> None:
+    cell = "%%funcache\ntick()\n[1, 2, 3]\n"
+    assert run_cell(ip, cell) == [1, 2, 3]
+    assert run_cell(ip, cell) == [1, 2, 3]
+    assert runs() == 1
+    assert ip.user_ns["_"] == [1, 2, 3], "the value should reach Out like any result"
+    assert run_cell(ip, "%%funcache\n[1, 2, 3];\n") is None
+
+
+def test_input_variable_change_misses(ip: InteractiveShell) -> None:
+    cell = "%%funcache\ntick()\ntotal = SCALE * 4\n"
+    run_cell(ip, "SCALE = 2")
+    run_cell(ip, cell)
+    run_cell(ip, "SCALE = 3")
+    run_cell(ip, cell)
+    total = ip.user_ns["total"]
+    assert total == 12, f"expected 12, got {total} (stale cache)"
+    run_cell(ip, "SCALE = 2")
+    run_cell(ip, cell)
+    assert ip.user_ns["total"] == 8
+    assert runs() == 2, "reverting the input should hit the first entry again"
+
+
+def test_edited_helper_function_misses(ip: InteractiveShell) -> None:
+    cell = "%%funcache\ntick()\nresult = helper(3)\n"
+    run_cell(ip, "def helper(v):\n    return v + 1")
+    run_cell(ip, cell)
+    run_cell(ip, "def helper(v):\n    return v * 10")
+    run_cell(ip, cell)
+    result = ip.user_ns["result"]
+    assert result == 30, f"expected 30, got {result} (stale cache)"
+    assert runs() == 2
+
+
+@pytest.mark.parametrize(
+    ("edited", "hits"),
+    [
+        ("%%funcache\n# a comment\ntick()\n\n\nvalue = 7  # why seven\n", True),
+        ("%%funcache\ntick()\nvalue = (7)\n", True),
+        ("%%funcache\ntick()\nvalue = 8\n", False),
+        ("%%funcache\ntick()\nvalue = 7.0\n", False),
+    ],
+)
+def test_code_edits_miss_but_comments_and_blank_lines_do_not(
+    ip: InteractiveShell, edited: str, hits: bool
+) -> None:
+    run_cell(ip, "%%funcache\ntick()\nvalue = 7\n")
+    run_cell(ip, edited)
+    assert runs() == (1 if hits else 2)
+    assert ip.user_ns["value"] == eval(edited.rsplit("=", 1)[1].split("#")[0])
+
+
+def test_in_place_mutation_of_an_input_is_restored(ip: InteractiveShell) -> None:
+    cell = "%%funcache\ntick()\ndata.append(4)\n"
+    run_cell(ip, "data = [1, 2, 3]")
+    run_cell(ip, cell)
+    assert ip.user_ns["data"] == [1, 2, 3, 4]
+    run_cell(ip, "data = [1, 2, 3]")  # back to the input the entry was stored for
+    run_cell(ip, cell)
+    assert runs() == 1, "same input content: should be a hit"
+    assert ip.user_ns["data"] == [1, 2, 3, 4], "the hit must restore the mutation"
+    run_cell(ip, cell)  # data is [1, 2, 3, 4] now: a different input
+    assert runs() == 2
+    assert ip.user_ns["data"] == [1, 2, 3, 4, 4]
+
+
+def test_deleted_names_are_deleted_on_hit(ip: InteractiveShell) -> None:
+    cell = "%%funcache\ntick()\nkept = scratch * 2\ndel scratch\n"
+    run_cell(ip, "scratch = 5")
+    run_cell(ip, cell)
+    run_cell(ip, "scratch = 5")
+    run_cell(ip, cell)
+    assert runs() == 1
+    assert "scratch" not in ip.user_ns
+    assert ip.user_ns["kept"] == 10
+
+
+def test_name_bound_only_in_a_branch_is_an_input(ip: InteractiveShell) -> None:
+    cell = "%%funcache\ntick()\nif RECOMPUTE:\n    features = [0]\nmodel = sum(features)\n"
+    run_cell(ip, "RECOMPUTE = False\nfeatures = [1, 2]")
+    run_cell(ip, cell)
+    run_cell(ip, "features = [10, 20]")
+    run_cell(ip, cell)
+    model = ip.user_ns["model"]
+    assert model == 30, f"expected 30, got {model} (stale cache)"
+
+
+def test_global_read_by_a_function_of_the_cell_is_an_input(ip: InteractiveShell) -> None:
+    cell = "%%funcache\ntick()\ndef scaled(v):\n    return v * FACTOR\nresult = scaled(2)\n"
+    run_cell(ip, "FACTOR = 2")
+    run_cell(ip, cell)
+    run_cell(ip, "FACTOR = 5")
+    run_cell(ip, cell)
+    result = ip.user_ns["result"]
+    assert result == 10, f"expected 10, got {result} (stale cache)"
+    assert runs() == 2
+
+
+def test_names_read_by_a_line_magic_are_inputs(ip: InteractiveShell) -> None:
+    cell = "%%funcache\ntick()\n%time y = x * 10\n"
+    run_cell(ip, "x = 2")
+    run_cell(ip, cell)
+    run_cell(ip, "x = 3")
+    run_cell(ip, cell)
+    assert ip.user_ns["y"] == 30, "x inside a %magic line must be part of the key"
+    run_cell(ip, "x = 2")
+    run_cell(ip, cell)
+    assert (runs(), ip.user_ns["y"]) == (2, 20)
+
+
+# -------------------------------------------------------------- restoring after restart
+
+
+def test_definitions_and_imports_work_after_restart(ip: InteractiveShell) -> None:
+    cell = """%%funcache
+tick()
+import math
+from collections import OrderedDict as OD
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+    def double(self):
+        return Point(self.x * 2)
+
+def area(r):
+    return math.pi * r**2
+
+p = Point(2).double()
+table = OD(a=area(1))
+"""
+    run_cell(ip, cell)
+    restart(ip)
+    run_cell(ip, cell)
+    assert runs() == 1
+    ns = ip.user_ns
+    assert isinstance(ns["p"], ns["Point"]), "instances must unpickle against the new class"
+    assert ns["p"].double().x == 8
+    assert ns["area"](2) == pytest.approx(4 * ns["math"].pi)
+    assert list(ns["table"].items()) == [("a", pytest.approx(ns["math"].pi))]
+    assert ns["OD"] is __import__("collections").OrderedDict
+
+
+def test_module_bound_outside_a_top_level_import_is_reimported(ip: InteractiveShell) -> None:
+    cell = "%%funcache\ntick()\ntry:\n    import json as codec\nexcept ImportError:\n    codec = None\n"
+    run_cell(ip, cell)
+    restart(ip)
+    run_cell(ip, cell)
+    assert runs() == 1
+    assert ip.user_ns["codec"] is sys.modules["json"]
+
+
+def test_cached_decorated_function_defined_in_a_cell(ip: InteractiveShell) -> None:
+    cell = "%%funcache\ntick()\nimport funcache_ipy\n\n@funcache_ipy.cache\ndef double(v):\n    return v * 2\n"
+    run_cell(ip, cell)
+    restart(ip)
+    run_cell(ip, cell)
+    assert runs() == 1
+    assert run_cell(ip, "double(21)") == 42
+    assert run_cell(ip, "double.cache_name") == "__main__.double"
+
+
+# ------------------------------------------------------------------- replayed output
+
+
+def test_stdout_and_stderr_are_replayed(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture
+) -> None:
+    cell = "%%funcache\ntick()\nimport sys\nprint('hello')\nprint('oops', file=sys.stderr)\n"
+    run_cell(ip, cell)
+    first = capsys.readouterr()
+    assert (first.out, first.err) == ("hello\n", "oops\n"), "a miss shows its output live"
+    run_cell(ip, cell)
+    second = capsys.readouterr()
+    assert runs() == 1
+    notice, replayed = second.out.split("\n", 1)
+    assert notice.startswith("funcache: restored sys from cache (original run ")
+    assert (replayed, second.err) == ("hello\n", "oops\n")
+
+
+def test_display_data_is_replayed(ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> None:
+    publisher = CapturingDisplayPublisher()
+    monkeypatch.setattr(ip, "display_pub", publisher)
+    cell = "%%funcache\ntick()\nfrom IPython.display import HTML, display\ndisplay(HTML('<b>hi</b>'))\n"
+    run_cell(ip, cell)
+    live = [output["data"] for output in publisher.outputs]
+    publisher.outputs.clear()
+    run_cell(ip, cell)
+    assert runs() == 1
+    assert live and live[0]["text/html"] == "<b>hi</b>"
+    assert [output["data"] for output in publisher.outputs] == live
+
+
+def test_inline_figures_are_captured_and_replayed(
+    ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """matplotlib's inline backend shows figures after the cell; they are flushed into it.
+
+    NB. matplotlib is not a test dependency: a stand-in backend module displays a PNG
+    bundle when flushed, as ``matplotlib_inline.backend_inline.flush_figures`` does.
+    """
+    publisher = CapturingDisplayPublisher()
+    monkeypatch.setattr(ip, "display_pub", publisher)
+    figure = {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"}
+    backend = types.ModuleType("matplotlib_inline.backend_inline")
+    backend.flush_figures = lambda: ip.display_pub.publish(figure, {})  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, backend.__name__, backend)
+    run_cell(ip, "%%funcache\ntick()\nplotted = True\n")
+    publisher.outputs.clear()
+    run_cell(ip, "%%funcache\ntick()\nplotted = True\n")
+    assert runs() == 1
+    assert [output["data"] for output in publisher.outputs] == [figure]
+
+
+@pytest.mark.parametrize("how", ["-q", "--quiet", "config"])
+def test_quiet_hides_the_hit_notice(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture, how: str
+) -> None:
+    if how == "config":
+        run_cell(ip, "%config FuncacheMagics.quiet = True")
+    flag = "" if how == "config" else how
+    cell = f"%%funcache {flag}\ntick()\nprint('result')\n"
+    run_cell(ip, cell)
+    capsys.readouterr()
+    run_cell(ip, cell)
+    assert runs() == 1
+    assert capsys.readouterr().out == "result\n"
+
+
+# --------------------------------------------------------------------- not cached
+
+
+def test_raising_cell_is_not_cached(ip: InteractiveShell) -> None:
+    cell = "%%funcache\ntick()\npartial = 1\nraise ValueError('boom')\n"
+    assert isinstance(error_of(ip, cell), ValueError)
+    assert isinstance(error_of(ip, cell), ValueError), "the error must show again"
+    assert runs() == 2
+    assert open_store().entries() == []
+
+
+def test_unpicklable_variable_is_named_and_nothing_is_stored(ip: InteractiveShell) -> None:
+    cell = "%%funcache\ntick()\nimport threading\nsize = 3\nlock = threading.Lock()\n"
+    for _ in range(2):
+        with pytest.warns(FuncacheWarning, match=r"not cached: variable `lock` \(type lock\)"):
+            run_cell(ip, cell)
+    assert runs() == 2
+    assert open_store().entries() == []
+    assert ip.user_ns["size"] == 3
+
+
+def test_definition_reading_a_computed_value_is_not_cached(ip: InteractiveShell) -> None:
+    cell = "%%funcache\ntick()\nm = 3\ndef scaled(v, m=m):\n    return m * v\n"
+    with pytest.warns(FuncacheWarning, match="`scaled` is defined from `m`, which the cell"):
+        run_cell(ip, cell)
+    assert run_cell(ip, "scaled(2)") == 6
+    assert open_store().entries() == []
+
+
+def test_function_defined_inside_a_block_is_not_cached(ip: InteractiveShell) -> None:
+    cell = "%%funcache\ntick()\nif True:\n    def inner():\n        return 1\n"
+    with pytest.warns(FuncacheWarning, match="`inner` is a function or class defined inside"):
+        run_cell(ip, cell)
+    assert open_store().entries() == []
+
+
+def test_unusable_cache_directory_runs_the_cell_with_a_warning(
+    ip: InteractiveShell, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    run_cell(ip, f"%config FuncacheMagics.directory = {str(blocker / 'cache')!r}")
+    with pytest.warns(FuncacheWarning, match="ran uncached: cannot open"):
+        assert run_cell(ip, "%%funcache\ntick()\n41 + 1\n") == 42
+    assert runs() == 1
+
+
+def test_unhashable_input_runs_uncached_with_a_warning(ip: InteractiveShell) -> None:
+    run_cell(ip, "import threading\nlock = threading.Lock()")
+    cell = "%%funcache\ntick()\nheld = lock.locked()\n"
+    for _ in range(2):
+        with pytest.warns(FuncacheWarning, match="ran uncached: .*lock"):
+            run_cell(ip, cell)
+    assert runs() == 2
+    assert ip.user_ns["held"] is False
+
+
+def test_top_level_await_is_a_usage_error(ip: InteractiveShell) -> None:
+    error = error_of(ip, "%%funcache\nimport asyncio\nawait asyncio.sleep(0)\n")
+    assert isinstance(error, UsageError)
+    assert "top-level await" in str(error)
+
+
+# ---------------------------------------------------------------- options and controls
+
+
+def test_refresh_runs_and_overwrites(ip: InteractiveShell) -> None:
+    """A file the cell reads is invisible to the key: --refresh is how to pick it up."""
+    Path("value.txt").write_text("1")
+    cell = "%%funcache {}\ntick()\nwith open('value.txt') as f:\n    value = int(f.read())\n"
+    run_cell(ip, cell.format(""))
+    Path("value.txt").write_text("2")
+    run_cell(ip, cell.format(""))
+    assert (runs(), ip.user_ns["value"]) == (1, 1)
+    for flag in ("--refresh", "-r"):
+        run_cell(ip, cell.format(flag))
+    assert (runs(), ip.user_ns["value"]) == (3, 2)
+    run_cell(ip, "value = 0")
+    run_cell(ip, cell.format(""))
+    assert (runs(), ip.user_ns["value"]) == (3, 2), "the refreshed entry should now hit"
+
+
+def test_off_makes_cells_run_and_on_caches_again(ip: InteractiveShell) -> None:
+    cell = "%%funcache\ntick()\nv = 1\n"
+    run_cell(ip, "%funcache off")
+    assert not decorator.is_enabled()
+    run_cell(ip, cell)
+    run_cell(ip, cell)
+    assert runs() == 2
+    assert open_store().entries() == []
+    run_cell(ip, "%funcache on")
+    run_cell(ip, cell)
+    run_cell(ip, cell)
+    assert runs() == 3
+
+
+def test_directory_and_size_limit_are_configurable(ip: InteractiveShell, tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    run_cell(ip, f"%config FuncacheMagics.directory = {str(target)!r}")
+    run_cell(ip, "%config FuncacheMagics.size_limit = 2**20")
+    run_cell(ip, "%%funcache\nv = 1\n")
+    assert len(open_store(target, size_limit=2**20).entries()) == 1
+    assert open_store().entries() == []
+
+
+def test_info_lists_cells_and_functions(ip: InteractiveShell, capsys) -> None:
+    run_cell(ip, "import funcache_ipy\n@funcache_ipy.cache\ndef twice(v):\n    return 2 * v")
+    run_cell(ip, "twice(1); twice(1)")
+    for _ in range(2):
+        run_cell(ip, "%%funcache --name prep\nv = 1\n")
+    capsys.readouterr()
+    run_cell(ip, "%funcache info")
+    text = capsys.readouterr().out
+    assert f"funcache: {open_store().directory} (caching on)" in text
+    assert "2 entries" in text and "this session: 2 hits, 2 misses" in text
+    rows = {line.split()[0]: line.split() for line in text.splitlines()[3:]}
+    assert rows["prep"][1:3] == ["cell", "1"] and rows["prep"][-2:] == ["1", "1"]
+    assert rows["__main__.twice"][1:3] == ["function", "1"]
+    html = cell_magics(ip).report()._repr_html_()
+    assert "<table>" in html and "<td>prep</td>" in html
+
+
+def test_clear_all_or_by_name(ip: InteractiveShell, capsys) -> None:
+    for name in ("a", "b"):
+        run_cell(ip, f"%%funcache --name {name}\ntick()\n{name}_value = 1\n")
+    run_cell(ip, "%funcache clear a")
+    assert "removed 1 entry of a" in capsys.readouterr().out
+    assert [meta.name for _, meta in open_store().entries()] == ["b"]
+    run_cell(ip, "%funcache clear")
+    assert "removed 1 entry from" in capsys.readouterr().out
+    run_cell(ip, "%%funcache --name b\ntick()\nb_value = 1\n")
+    assert runs() == 3
+    error = error_of(ip, "%funcache clear nosuch")
+    assert isinstance(error, UsageError)
+    assert "named 'nosuch' is cached; known: a, b" in str(error)
+
+
+def test_explain_names_the_changed_input_of_a_cell(ip: InteractiveShell, capsys) -> None:
+    run_cell(ip, "data = [1, 2]")
+    run_cell(ip, "%%funcache --name totals\ntotal = sum(data)\n")
+    run_cell(ip, "data = [1, 2, 3]")
+    run_cell(ip, "%%funcache --name totals\ntotal = sum(data)\n")
+    capsys.readouterr()
+    run_cell(ip, "%funcache explain totals")
+    assert capsys.readouterr().out == "totals: miss\n  - `data` changed\n"
+    run_cell(ip, "%%funcache --name totals\ntotal = sum(data) + 0\n")
+    run_cell(ip, "%funcache explain totals")
+    assert "cell code changed" in capsys.readouterr().out
+    run_cell(ip, "%%funcache --name totals -q\ntotal = sum(data) + 0\n")
+    run_cell(ip, "%funcache explain totals")
+    assert capsys.readouterr().out == "totals: hit\n"
+
+
+def test_explain_a_function_and_usage_errors(ip: InteractiveShell, capsys) -> None:
+    run_cell(
+        ip, "import funcache_ipy\nSCALE = 2\n@funcache_ipy.cache\ndef f(v):\n    return v * SCALE"
+    )
+    run_cell(ip, "f(1)")
+    run_cell(ip, "SCALE = 3")
+    run_cell(ip, "f(1)")
+    capsys.readouterr()
+    run_cell(ip, "%funcache explain f")
+    out = capsys.readouterr().out
+    assert out.startswith("__main__.f: miss") and "SCALE" in out and "2 → 3" in out
+    run_cell(ip, "%funcache clear f")
+    assert capsys.readouterr().out == "funcache: removed 2 entries of __main__.f\n"
+    for line, culprit in [
+        ("%funcache explain", "needs a function or cell name"),
+        ("%funcache explain g", "no function or cell named 'g' ran in this session"),
+        ("%funcache info extra", "takes no name (got 'extra')"),
+        ("%funcache frob", "invalid choice: 'frob'"),
+        ("%%funcache --nope\nv = 1\n", "unrecognized arguments: --nope"),
+        ("%%funcache --name 'my cell'\nv = 1\n", "--name takes a word"),
+    ]:
+        error = error_of(ip, line)
+        assert isinstance(error, UsageError) and culprit in str(error), (line, error)
+
+
+def test_help_is_the_magic_arguments_docstring(ip: InteractiveShell) -> None:
+    manager = ip.magics_manager
+    cell_help = manager.magics["cell"]["funcache"].__doc__
+    line_help = manager.magics["line"]["funcache"].__doc__
+    assert "%%funcache [-r] [-q] [--name NAME]" in cell_help
+    assert "--refresh" in cell_help and "restores its results" in cell_help
+    assert "%funcache [{info,clear,off,on,explain}] [name]" in line_help
+
+
+# ----------------------------------------------------------------- load and unload
+
+
+def test_loading_twice_keeps_one_instance(ip: InteractiveShell) -> None:
+    first = cell_magics(ip)
+    magics.load_ipython_extension(ip)
+    run_cell(ip, "%load_ext funcache_ipy")
+    assert cell_magics(ip) is first
+    assert sum(isinstance(c, magics.FuncacheMagics) for c in ip.configurables) == 1
+
+
+def test_unload_removes_magics_and_configurable(ip: InteractiveShell) -> None:
+    ip.extension_manager.unload_extension("funcache_ipy")
+    assert "funcache" not in ip.magics_manager.magics["cell"]
+    assert "funcache" not in ip.magics_manager.magics["line"]
+    assert not any(isinstance(c, magics.FuncacheMagics) for c in ip.configurables)
+    assert error_of(ip, "%%funcache\nv = 1\n") is not None
+    ip.extension_manager.load_extension("funcache_ipy")
+    run_cell(ip, "%%funcache\nv = 1\n")
+    assert ip.user_ns["v"] == 1
+
+
+def test_extension_loads_from_ipython_config(tmp_path: Path) -> None:
+    """``c.InteractiveShellApp.extensions`` and ``c.FuncacheMagics.*`` from the command line."""
+    env = {**os.environ, "IPYTHONDIR": str(tmp_path / "ipython")}
+    command = [
+        sys.executable,
+        "-m",
+        "IPython",
+        "--no-banner",
+        "--InteractiveShellApp.extensions=['funcache_ipy']",
+        "--FuncacheMagics.quiet=True",
+        "-c",
+        "print('quiet:', get_ipython().magics_manager.registry['FuncacheMagics'].quiet)",
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert "quiet: True" in done.stdout, done.stderr
