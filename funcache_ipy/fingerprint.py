@@ -56,6 +56,9 @@ _CLASS_NOISE = frozenset(
     }
 )
 _MAX_REPR = 60
+# The shell and kernel are the environment code runs in, not data it computes from:
+# their objects (``get_ipython``'s shell) count by name and version, like a library.
+_ENVIRONMENT_PACKAGES = frozenset({"IPython", "ipykernel"})
 _BUILTIN_CALLABLES = (
     types.BuiltinFunctionType,
     types.WrapperDescriptorType,
@@ -544,6 +547,9 @@ class _Walk:
 
     def value(self, obj: object, label: str) -> bytes:
         """Content digest; mutable values are re-hashed by the guards on every call."""
+        kind = type(obj)
+        if kind.__module__.partition(".")[0] in _ENVIRONMENT_PACKAGES:
+            return self.record(label, _library_digest(kind.__module__, kind.__qualname__))
         try:
             digest = hash_value(obj, code_hasher=self.code_inside_value)
         except UnhashableError as exc:

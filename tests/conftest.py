@@ -6,9 +6,18 @@ NB. ``XDG_CONFIG_HOME`` is redirected so the per-user HMAC secret is created und
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ipython_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keep IPython's profile and history (shells and kernels alike) out of ``~``."""
+    path = tmp_path_factory.mktemp("ipython")
+    os.environ["IPYTHONDIR"] = str(path)
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -254,6 +254,14 @@ def test_local_module_edit(shell, tmp_path: Path, edit: str, expect_miss: bool, 
     run_cell(shell, f"sys.path.remove({str(module_dir)!r}); del sys.modules['mymod']")
 
 
+def test_shell_reference_does_not_block_caching(shell) -> None:
+    run_cell(shell, PRELUDE + "SCALE = 2")
+    run_cell(shell, "@funcache_ipy.cache\ndef f(x):\n    get_ipython()\n    return x * SCALE")
+    assert run_cell(shell, "f(2), f(2), f.cache_info().hits") == (4, 4, 1)
+    run_cell(shell, "SCALE = 3")
+    assert run_cell(shell, "f(2)") == 6
+
+
 def test_explain_names_the_changed_global(shell) -> None:
     run_cell(shell, PRELUDE + "SCALE = 2\ndef helper(x): return x\n")
     run_cell(shell, "@funcache_ipy.cache\ndef f(x): return helper(x) * SCALE")
