@@ -18,6 +18,7 @@ an unused docstring constant is simply never seen.
 from __future__ import annotations
 
 import builtins
+import collections
 import contextlib
 import dis
 import functools
@@ -672,14 +673,39 @@ def fingerprint_function(fn: Callable[..., Any]) -> Fingerprint:
     return Tracker(fn).current()
 
 
+_RECENT_LIMIT = 128
+_recent_trackers: collections.OrderedDict[int, Tracker] = collections.OrderedDict()
+_recent_lock = threading.Lock()
+
+
+def _recent_tracker(target: Callable[..., Any]) -> Tracker:
+    """A tracker for a function or class met as a value, from a small LRU.
+
+    Methods hash ``self`` through its class on every call, so class fingerprints must not
+    be re-walked each time. The LRU is bounded because a tracker pins the objects its
+    guards watch (a notebook's old frames, after the user rebinds them); keyed by id,
+    which cannot be reused while the tracker holds its target.
+    """
+    with _recent_lock:
+        tracker = _recent_trackers.get(id(target))
+        if tracker is None:
+            tracker = _recent_trackers[id(target)] = Tracker(target)
+            if len(_recent_trackers) > _RECENT_LIMIT:
+                _recent_trackers.popitem(last=False)
+        else:
+            _recent_trackers.move_to_end(id(target))
+    return tracker
+
+
 def code_hasher(obj: object) -> bytes:
     """Digest of a function/class/module/code object met as a *value* (e.g. an argument).
 
-    Passed to ``hashing.hash_value``. Walks afresh each time: memoizing per object would
-    pin old globals (large frames) in memory long after the user replaced them.
+    Passed to ``hashing.hash_value``.
     """
     if isinstance(obj, types.CodeType):
         return _summarize_code(obj).digest
+    if isinstance(obj, types.FunctionType | type):
+        return _recent_tracker(obj).current().digest
     with _entered(obj) as reentered:
         if reentered:
             return _cycle_token(obj)
