@@ -1,15 +1,16 @@
 """IPython adapter: the ``%%funcache`` and ``%funcache`` magics, their options, load/unload.
 
 The only module that imports IPython. It turns a cell into what :mod:`funcache_ipy.cell`
-needs (the transformed code, IPython's compiler so tracebacks show the cell's lines, the
-display publisher, the user namespace) and renders ``%funcache info``; the caching
-itself lives in ``cell`` and ``decorator``.
+needs (the analysis of the transformed code, IPython's compiler so tracebacks show the
+cell's lines, the display publisher, the user namespace) and renders ``%funcache info``;
+the caching itself lives in ``cell`` and ``decorator``.
 """
 
 from __future__ import annotations
 
 import ast
 import html
+import os
 import re
 import types
 from collections.abc import Iterable
@@ -22,11 +23,12 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
-from traitlets import Bool, Int, Unicode
+from traitlets import Bool, Bunch, Int, Unicode, observe
 
 from funcache_ipy import decorator
-from funcache_ipy.cell import CellCache, analyze_cell, is_cell_entry
-from funcache_ipy.store import DEFAULT_SIZE_LIMIT, Store, open_store
+from funcache_ipy.analysis import analyze_cell
+from funcache_ipy.cell import CellCache, is_cell_entry
+from funcache_ipy.store import DEFAULT_SIZE_LIMIT, ENV_VAR, Store, open_store
 
 __all__ = ["FuncacheMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -45,7 +47,9 @@ class FuncacheMagics(Magics):
     directory = Unicode(
         None,
         allow_none=True,
-        help="Cache directory of %%funcache cells and of %funcache info/clear. "
+        help="Cache directory of %%funcache cells, %funcache info/clear, and "
+        "@funcache_ipy.cache functions without a directory= of their own (it is exported "
+        "as $FUNCACHE_IPY_DIR; None or unloading the extension puts that back). "
         "Default: $FUNCACHE_IPY_DIR, else ./.funcache, resolved when used.",
     ).tag(config=True)
     quiet = Bool(False, help="Do not print a notice when a cell is restored.").tag(config=True)
@@ -54,6 +58,10 @@ class FuncacheMagics(Magics):
         help="Bytes the cache directory may hold before the oldest entries are evicted.",
     ).tag(config=True)
 
+    # ($FUNCACHE_IPY_DIR before ``directory`` was exported, the value exported); None: not
+    # exported. NB. A class default: the observer first runs while traitlets loads config.
+    _exported: tuple[str | None, str] | None = None
+
     def __init__(self, shell: InteractiveShell) -> None:
         super().__init__(shell)
         self.cells = CellCache(self.store)
@@ -61,6 +69,33 @@ class FuncacheMagics(Magics):
     def store(self) -> Store:
         """The configured store; ``open_store`` memoizes it, so this is a dict lookup."""
         return open_store(self.directory, size_limit=self.size_limit)
+
+    @observe("directory")
+    def _export_directory(self, change: Bunch) -> None:
+        """Set ``$FUNCACHE_IPY_DIR`` to ``directory``, so ``@cache`` functions follow it too.
+
+        The environment is the one setting both share: a decorated function resolves its
+        store with ``open_store(None)`` at each call and knows nothing of the magics. Runs
+        at load time too, when traitlets applies a profile's ``c.FuncacheMagics.directory``.
+        """
+        if change["new"] is None:
+            self.restore_environment()
+            return
+        before = self._exported[0] if self._exported else os.environ.get(ENV_VAR)
+        os.environ[ENV_VAR] = change["new"]
+        self._exported = (before, change["new"])
+
+    def restore_environment(self) -> None:
+        """Put ``$FUNCACHE_IPY_DIR`` back as it was before ``directory`` set it."""
+        if self._exported is None:
+            return
+        (before, exported), self._exported = self._exported, None
+        if os.environ.get(ENV_VAR) != exported:
+            return  # NB. set since (%env): the user's latest word wins
+        if before is None:
+            del os.environ[ENV_VAR]
+        else:
+            os.environ[ENV_VAR] = before
 
     @magic_arguments("%funcache")
     @argument("-r", "--refresh", action="store_true", help="run the cell and overwrite its entry")
@@ -345,11 +380,12 @@ def load_ipython_extension(ipython: InteractiveShell) -> None:
 
 
 def unload_ipython_extension(ipython: InteractiveShell) -> None:
-    """Remove what :func:`load_ipython_extension` added: the magics and the configurable."""
+    """Undo :func:`load_ipython_extension`: the magics, the configurable, $FUNCACHE_IPY_DIR."""
     manager = ipython.magics_manager
     magics = manager.registry.pop(FuncacheMagics.__name__, None)
     if not isinstance(magics, FuncacheMagics):
         return
+    magics.restore_environment()
     for kind, table in magics.magics.items():
         for name, method in table.items():
             if manager.magics[kind].get(name) == method:

@@ -1,6 +1,6 @@
-"""``funcache_ipy.cell`` on its own: cell analysis, output capture and replay.
+"""A cell's parts on their own: what it reads and binds, and capture and replay of its output.
 
-The magic end to end (keys, hits, restores) is tested through IPython in
+These are ``funcache_ipy.analysis`` and ``funcache_ipy.capture``; the magic end to end (keys, hits, restores) is tested through IPython in
 ``test_magics.py``; here a stand-in publisher plays IPython's display publisher.
 """
 
@@ -12,13 +12,8 @@ from typing import Any
 
 import pytest
 
-from funcache_ipy.cell import (
-    DisplayOutput,
-    OutputCapture,
-    StreamOutput,
-    analyze_cell,
-    replay_outputs,
-)
+from funcache_ipy.analysis import analyze_cell
+from funcache_ipy.capture import DisplayOutput, OutputCapture, StreamOutput, replay_outputs
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ a kernel restart (an empty namespace); real kernels are tested in ``test_kernel.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import types
@@ -404,16 +405,52 @@ def test_off_makes_cells_run_and_on_caches_again(ip: InteractiveShell) -> None:
     assert runs() == 3
 
 
-def test_directory_and_size_limit_are_configurable(ip: InteractiveShell, tmp_path: Path) -> None:
+def test_directory_and_size_limit_are_configurable(
+    ip: InteractiveShell, tmp_path: Path, isolated_cache: Path
+) -> None:
     target = tmp_path / "elsewhere"
     run_cell(ip, f"%config FuncacheMagics.directory = {str(target)!r}")
     run_cell(ip, "%config FuncacheMagics.size_limit = 2**20")
     run_cell(ip, "%%funcache\nv = 1\n")
     assert len(open_store(target, size_limit=2**20).entries()) == 1
-    assert open_store().entries() == []
+    assert open_store(isolated_cache).entries() == []
+
+
+def test_directory_also_governs_cached_functions(
+    ip: InteractiveShell, tmp_path: Path, isolated_cache: Path
+) -> None:
+    """One setting for both: ``@cache`` functions without ``directory=`` follow it."""
+    target = tmp_path / "shared"
+    run_cell(ip, f"%config FuncacheMagics.directory = {str(target)!r}")
+    run_cell(ip, "import funcache_ipy\n@funcache_ipy.cache\ndef twice(v):\n    return 2 * v")
+    assert run_cell(ip, "twice(21)") == 42
+    assert [meta.name for _, meta in open_store(target).entries()] == ["__main__.twice"]
+    assert open_store(isolated_cache).entries() == [], "the function ignored the setting"
+    run_cell(ip, "%config FuncacheMagics.directory = None")
+    assert os.environ["FUNCACHE_IPY_DIR"] == str(isolated_cache), "None should put it back"
+
+
+def test_profile_directory_applies_at_load_and_unload_puts_it_back(
+    ip: InteractiveShell, tmp_path: Path, isolated_cache: Path
+) -> None:
+    ip.extension_manager.unload_extension("funcache_ipy")
+    ip.config.FuncacheMagics.directory = str(tmp_path / "profile")  # as ipython_config.py does
+    ip.extension_manager.load_extension("funcache_ipy")
+    assert os.environ["FUNCACHE_IPY_DIR"] == str(tmp_path / "profile")
+    ip.extension_manager.unload_extension("funcache_ipy")
+    assert os.environ["FUNCACHE_IPY_DIR"] == str(isolated_cache)
+
+
+def session_totals(text: str) -> tuple[int, int]:
+    """Hits and misses from ``%funcache info``; other tests' functions may still be alive."""
+    found = re.search(r"this session: (\d+) hits?, (\d+) miss(?:es)?", text)
+    assert found, text
+    return int(found[1]), int(found[2])
 
 
 def test_info_lists_cells_and_functions(ip: InteractiveShell, capsys) -> None:
+    run_cell(ip, "%funcache info")
+    hits, misses = session_totals(capsys.readouterr().out)
     run_cell(ip, "import funcache_ipy\n@funcache_ipy.cache\ndef twice(v):\n    return 2 * v")
     run_cell(ip, "twice(1); twice(1)")
     for _ in range(2):
@@ -422,7 +459,7 @@ def test_info_lists_cells_and_functions(ip: InteractiveShell, capsys) -> None:
     run_cell(ip, "%funcache info")
     text = capsys.readouterr().out
     assert f"funcache: {open_store().directory} (caching on)" in text
-    assert "2 entries" in text and "this session: 2 hits, 2 misses" in text
+    assert "2 entries" in text and session_totals(text) == (hits + 2, misses + 2)
     rows = {line.split()[0]: line.split() for line in text.splitlines()[3:]}
     assert rows["prep"][1:3] == ["cell", "1"] and rows["prep"][-2:] == ["1", "1"]
     assert rows["__main__.twice"][1:3] == ["function", "1"]
