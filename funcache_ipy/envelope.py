@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import os
 import pickle
 import secrets
 import struct
+import sys
 from pathlib import Path
+from typing import Any
 
 import xxhash
 
@@ -75,6 +78,32 @@ class Envelope:
         self.size = sum(memoryview(part).nbytes for part in parts)
 
 
+def _datetime_array(data: Any, dtype: Any) -> Any:
+    """Rebuild a datetime64/timedelta64 array from its int64 view (see :class:`_Pickler`)."""
+    return data.view(dtype)
+
+
+class _Pickler(pickle.Pickler):
+    """Protocol-5 pickler that also sends datetime64/timedelta64 array data out of band.
+
+    NB. numpy pickles arrays whose dtype carries metadata (datetime units) in band, so a
+    DataFrame's timestamp column would land in the pickle stream, which is authenticated
+    with SHA-256 (~2 GB/s) instead of checksummed with xxh3 (~30 GB/s). Sent as an int64
+    view, the same bytes travel out of band and are viewed back on load.
+    """
+
+    def reducer_override(self, obj: object) -> Any:
+        numpy = sys.modules.get("numpy")
+        if (
+            numpy is not None
+            and type(obj) is numpy.ndarray
+            and obj.dtype.kind in "mM"
+            and (obj.flags.c_contiguous or obj.flags.f_contiguous)
+        ):
+            return _datetime_array, (obj.view(numpy.int64), obj.dtype)
+        return NotImplemented
+
+
 class Sealer:
     """Seals values into envelopes and verifies envelopes under one secret key."""
 
@@ -90,7 +119,9 @@ class Sealer:
             Exception: whatever pickling ``value`` raises (unpicklable objects).
         """
         buffers: list[memoryview] = []
-        stream = pickle.dumps(value, protocol=5, buffer_callback=lambda b: buffers.append(b.raw()))
+        sink = io.BytesIO()
+        _Pickler(sink, protocol=5, buffer_callback=lambda b: buffers.append(b.raw())).dump(value)
+        stream = sink.getvalue()
         table_end = _HEAD.size + len(buffers) * _SLOT.size
         position = table_end + _TAG_SIZE + len(stream)
         slots: list[bytes] = []

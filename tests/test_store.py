@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from funcache_ipy.envelope import load_secret, secret_path
+from funcache_ipy.envelope import Sealer, load_secret, secret_path
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store, open_store
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -103,6 +103,15 @@ VALUES = {
     "big array": BIG_ARRAY,
     "fortran array": np.asfortranarray(np.arange(12.0).reshape(3, 4)),
     "dataframe": pd.DataFrame({"x": np.arange(5), "y": list("abcde"), "z": np.linspace(0, 1, 5)}),
+    "datetime frame": pd.DataFrame(
+        {
+            "naive": pd.date_range("2024-01-01", periods=5, freq="h"),
+            "aware": pd.date_range("2024-01-01", periods=5, freq="D", tz="Europe/Paris"),
+            "delta": pd.to_timedelta(np.arange(5), unit="s"),
+        }
+    ),
+    "big-endian datetime array": np.arange(6).reshape(2, 3).astype(">M8[s]"),
+    "strided datetime array": np.arange(10).astype("M8[ms]")[::2],
 }
 
 
@@ -112,6 +121,17 @@ def test_round_trip_in_memory_and_from_disk(value: object, isolated_cache: Path)
     assert store.set(KEY, value, meta()) is True
     assert same(value, store.get(KEY)), "memory layer returned a different value"
     assert same(value, Store(isolated_cache).get(KEY)), "disk returned a different value"
+
+
+def test_datetime_data_travels_out_of_band(isolated_cache: Path) -> None:
+    """Timestamps must not inflate the pickle stream, which is HMAC'd at SHA-256 speed."""
+    stamps = np.arange(2**20).astype("datetime64[ns]")
+    envelope = Sealer(load_secret(secret_path())).seal(stamps, KEY)
+    assert len(envelope.stream) < 1024 and sum(b.nbytes for b in envelope.buffers) == stamps.nbytes
+    open_store().set(KEY, stamps, meta())
+    loaded = Store(isolated_cache).get(KEY)
+    assert isinstance(loaded, np.ndarray) and loaded.dtype == stamps.dtype
+    assert loaded.flags.writeable and np.array_equal(loaded, stamps)
 
 
 def test_absent_key_is_missing_and_none_is_a_value() -> None:
@@ -504,7 +524,7 @@ def test_processes_starting_together_share_one_secret_key(tmp_path: Path) -> Non
     start = time.time() + 1.0
     code = f"""
         import time
-        from funcache_ipy.envelope import load_secret, secret_path
+        from funcache_ipy.envelope import Sealer, load_secret, secret_path
         time.sleep(max(0.0, {start} - time.time()))
         print(load_secret(secret_path()).hex())
         """
