@@ -143,6 +143,14 @@ MUST_MISS = {
         "@funcache_ipy.cache\ndef f(x): return abs(x)",
         "abs = lambda v: v * 10",
     ),
+    "shadowing global deleted": (
+        "def len(v): return 99\n@funcache_ipy.cache\ndef f(x): return len([x])",
+        "del len",
+    ),
+    "global named like guard internals": (
+        "_expected = 2\n@funcache_ipy.cache\ndef f(x): return x * _expected",
+        "_expected = 3",
+    ),
     "mutual recursion": (
         "def even(n): return n == 0 or odd(n - 1)\ndef odd(n): return n != 0 and even(n - 1)\n"
         "@funcache_ipy.cache\ndef f(x): return (even(x), x)",
