@@ -25,7 +25,7 @@ import keyword
 import re
 import symtable
 import tokenize
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from funcache_ipy.hashing import hash_value
@@ -215,7 +215,9 @@ class _Flow(ast.NodeVisitor):
         self.visit(node.test)
         self.branches(node.body, node.orelse, must_run=True)
 
-    def branches(self, first: list[ast.AST], second: list[ast.AST], *, must_run: bool) -> None:
+    def branches(
+        self, first: Sequence[ast.AST], second: Sequence[ast.AST], *, must_run: bool
+    ) -> None:
         """Bound afterwards: what both branches bind, if one of them must run; else nothing."""
         before = set(self.bound)
         for node in first:

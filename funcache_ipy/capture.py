@@ -114,8 +114,8 @@ class OutputCapture:
         publisher.publish = publish_and_record  # type: ignore[method-assign]
         publisher.clear_output = clear_and_record  # type: ignore[method-assign]
         self._streams = (sys.stdout, sys.stderr)
-        sys.stdout = _Tee(sys.stdout, lambda text: self._text("stdout", text))  # type: ignore[assignment]
-        sys.stderr = _Tee(sys.stderr, lambda text: self._text("stderr", text))  # type: ignore[assignment]
+        sys.stdout = _Tee(sys.stdout, lambda text: self._text("stdout", text))
+        sys.stderr = _Tee(sys.stderr, lambda text: self._text("stderr", text))
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -277,9 +277,9 @@ def _collect(
     import, ``globals()[...]``, a line magic) and the inputs whose content changed.
     """
     if analysis.entangled:
-        definition, names = next(iter(analysis.entangled.items()))
+        definition, sources = next(iter(analysis.entangled.items()))
         return None, (
-            f"`{definition}` is defined from {', '.join(f'`{n}`' for n in names)}, which the "
+            f"`{definition}` is defined from {', '.join(f'`{n}`' for n in sources)}, which the "
             "cell computes, so it cannot be re-created on a hit; define it in another cell"
         )
     changed = [n for n, v in namespace.items() if before.get(n) != id(v)]
@@ -369,7 +369,8 @@ def _format_seconds(seconds: float) -> str:
 
 def _warn(message: str, namespace: Mapping[str, Any]) -> None:
     """Warn from the user's cell: the first frame running with ``namespace`` as globals."""
-    level, frame = 2, sys._getframe(1)
+    level = 2
+    frame: types.FrameType | None = sys._getframe(1)
     while frame is not None and frame.f_globals is not namespace:
         frame, level = frame.f_back, level + 1
     warnings.warn(message, FuncacheWarning, stacklevel=level if frame is not None else 2)

@@ -152,6 +152,7 @@ class _CachedFunction:
     def _make_wrapper(self) -> Callable[..., Any]:
         func = self.func
         lookup = self.lookup
+        wrapper: Callable[..., Any]
 
         if inspect.iscoroutinefunction(func):
 

@@ -92,7 +92,7 @@ class _Pickler(pickle.Pickler):
     view, the same bytes travel out of band and are viewed back on load.
     """
 
-    def reducer_override(self, obj: object) -> Any:
+    def reducer_override(self, obj: Any) -> Any:
         numpy = sys.modules.get("numpy")
         if (
             numpy is not None

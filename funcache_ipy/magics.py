@@ -61,6 +61,8 @@ class FuncacheMagics(Magics):
     # ($FUNCACHE_IPY_DIR before ``directory`` was exported, the value exported); None: not
     # exported. NB. A class default: the observer first runs while traitlets loads config.
     _exported: tuple[str | None, str] | None = None
+    # Narrower than ``Magics`` (which allows None): this class is only made with a shell.
+    shell: InteractiveShell
 
     def __init__(self, shell: InteractiveShell) -> None:
         super().__init__(shell)
@@ -105,7 +107,7 @@ class FuncacheMagics(Magics):
         help='name for %%funcache info/clear/explain (default: "cell:" + 8 hex digits '
         "of the code's digest, so an edited cell gets a new name)",
     )
-    @cell_magic("funcache")
+    @cell_magic("funcache")  # type: ignore[arg-type]  # IPython types it as a union
     def funcache_cell(self, line: str, cell: str) -> Any:
         """Cache a cell: a re-run with the same code and inputs restores its results.
 
@@ -148,7 +150,8 @@ class FuncacheMagics(Magics):
             )
 
         def compile_tree(tree: ast.mod, mode: str) -> types.CodeType:
-            return shell.compile(tree, filename, mode)
+            # NB. typeshed says codeop.Compile takes source text; like compile(), it takes ASTs.
+            return shell.compile(tree, filename, mode)  # type: ignore[arg-type]
 
         namespace = shell.user_ns
         hidden = shell.user_ns_hidden
@@ -173,7 +176,7 @@ class FuncacheMagics(Magics):
         help="what to do (default: info)",
     )
     @argument("name", nargs="?", help="a cached function or cell, for clear and explain")
-    @line_magic("funcache")
+    @line_magic("funcache")  # type: ignore[arg-type]  # IPython types it as a union
     def funcache_line(self, line: str) -> None:
         """Show and control the cache of @cache functions and %%funcache cells.
 
@@ -333,6 +336,7 @@ def _current_functions(namespace: dict[str, Any]) -> dict[str, Any]:
     """
     bound = {id(value) for value in namespace.values()}
     current: dict[str, Any] = {}
+    fn: Any  # a wrapper: cache_name is one of the helpers set on it at decoration
     for fn in decorator.decorated_functions():
         if fn.cache_name not in current or id(fn) in bound:
             current[fn.cache_name] = fn
@@ -390,5 +394,6 @@ def unload_ipython_extension(ipython: InteractiveShell) -> None:
         for name, method in table.items():
             if manager.magics[kind].get(name) == method:
                 del manager.magics[kind][name]
-    if magics in ipython.configurables:
-        ipython.configurables.remove(magics)
+    # NB. IPython infers ``configurables`` as a list of shells from its first item.
+    if magics in ipython.configurables:  # type: ignore[comparison-overlap]
+        ipython.configurables.remove(magics)  # type: ignore[arg-type]

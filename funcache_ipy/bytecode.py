@@ -1,0 +1,102 @@
+"""What a code object contributes to a fingerprint, read from its bytecode.
+
+Line numbers, file names, comments and docstrings never reach a digest: bytecode is
+read instruction by instruction with constants and names resolved to their values, so
+an unused docstring constant is simply never seen. The same pass collects the globals,
+attribute chains and imports the code reads, which the walk in ``walk.py`` resolves.
+"""
+
+from __future__ import annotations
+
+import dis
+import types
+import weakref
+from dataclasses import dataclass
+
+import xxhash
+
+from funcache_ipy.hashing import hash_value
+
+_LOADS_GLOBAL = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
+_LOADS_ATTR = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+
+
+@dataclass(frozen=True)
+class CodeSummary:
+    """What one code object (with its nested code) contributes, independent of globals."""
+
+    digest: bytes
+    global_names: tuple[str, ...]  # loaded globals, in first-use order
+    chains: tuple[tuple[str, ...], ...]  # attribute chains rooted at a global: ("np", "linalg")
+    bare_names: frozenset[str]  # globals used other than as the root of a chain
+    imports: tuple[str, ...]  # modules imported inside the code
+
+
+_CODE_SUMMARIES: weakref.WeakKeyDictionary[types.CodeType, CodeSummary] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def summarize_code(code: types.CodeType) -> CodeSummary:
+    """Digest a code object's behaviour; memoized because code objects are immutable."""
+    summary = _CODE_SUMMARIES.get(code)
+    if summary is None:
+        summary = _CODE_SUMMARIES[code] = _build_code_summary(code)
+    return summary
+
+
+def _build_code_summary(code: types.CodeType) -> CodeSummary:
+    h = xxhash.xxh3_128()
+    n_args = code.co_argcount + code.co_kwonlyargcount
+    n_args += bool(code.co_flags & 0x04) + bool(code.co_flags & 0x08)  # *args, **kwargs
+    header = (
+        code.co_argcount,
+        code.co_posonlyargcount,
+        code.co_kwonlyargcount,
+        code.co_flags,
+        code.co_varnames[:n_args],
+        code.co_freevars,
+    )
+    h.update(repr(header).encode())
+    names: dict[str, None] = {}
+    chains: list[tuple[str, ...]] = []
+    bare: set[str] = set()
+    imports: list[str] = []
+    current_chain: list[str] = []
+
+    def close_chain() -> None:
+        if len(current_chain) > 1:
+            chains.append(tuple(current_chain))
+        elif current_chain:
+            bare.add(current_chain[0])
+        current_chain.clear()
+
+    for ins in dis.get_instructions(code):
+        if ins.opname == "EXTENDED_ARG":
+            continue
+        h.update(ins.opname.encode())
+        if ins.opname in _LOADS_ATTR and current_chain:
+            current_chain.append(ins.argval)
+            h.update(ins.argval.encode())
+            continue
+        close_chain()
+        arg = ins.argval
+        if isinstance(arg, types.CodeType):
+            nested = summarize_code(arg)
+            h.update(nested.digest)
+            names.update(dict.fromkeys(nested.global_names))
+            chains.extend(nested.chains)
+            bare.update(nested.bare_names)
+            imports.extend(nested.imports)
+        elif ins.opcode in dis.hasconst:
+            h.update(hash_value(arg))
+        else:
+            h.update(repr(arg).encode())
+        if ins.opname in _LOADS_GLOBAL:
+            names[arg] = None
+            current_chain.append(arg)
+        elif ins.opname == "IMPORT_NAME":
+            imports.append(arg)
+    close_chain()
+    h.update(repr(code.co_exceptiontable if hasattr(code, "co_exceptiontable") else b"").encode())
+    return CodeSummary(h.digest(), tuple(names), tuple(chains), frozenset(bare), tuple(imports))
