@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import os
+import site
 import sys
 import sysconfig
 import types
@@ -21,10 +22,15 @@ import xxhash
 
 @functools.lru_cache(maxsize=1)
 def _library_roots() -> tuple[str, ...]:
-    """Directories whose modules are libraries (stdlib, site-packages), not user code."""
+    """Directories whose modules are libraries (stdlib, site-packages), not user code.
+
+    NB. Only these exact directories, never a whole prefix: a system Python's prefix is
+    ``/usr``, and a project in ``/usr/src/app`` must still count as the user's code.
+    """
     paths = sysconfig.get_paths()
     roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
-    roots.update({sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix})
+    roots.update(site.getsitepackages())
+    roots.add(site.getusersitepackages())
     roots.add(str(Path(__file__).resolve().parent))  # funcache_ipy itself is a library
     return tuple(os.path.realpath(r) + os.sep for r in roots)
 
