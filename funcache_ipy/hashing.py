@@ -290,6 +290,11 @@ class Walker:
             failure.path.append(f"[{short_repr(key)}]")
             raise
 
+    def _mapping_proxy(self, obj: types.MappingProxyType[Any, Any]) -> None:
+        # A read-only view of a dict (class namespaces, dataclass field metadata).
+        self.out += b"P"
+        self._dict(obj)  # type: ignore[arg-type]
+
     def _set(self, obj: set[Any] | frozenset[Any]) -> None:
         # Member digests are sorted: set iteration order depends on PYTHONHASHSEED.
         try:
@@ -453,6 +458,7 @@ _DISPATCH: dict[type, Callable[[Walker, Any], None]] = {
     tuple: lambda w, o: w.items(o, b"("),
     list: Walker._list,
     dict: Walker._dict,
+    types.MappingProxyType: Walker._mapping_proxy,
     set: Walker._set,
     frozenset: Walker._set,
     bytearray: lambda w, o: w.out.extend(b"B" + pack_len(len(o)) + o),

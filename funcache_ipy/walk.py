@@ -26,7 +26,8 @@ from funcache_ipy.guards import ABSENT, Guards
 from funcache_ipy.hashing import UnhashableError, hash_value, is_immutable
 from funcache_ipy.origins import is_local_code, is_local_file, is_local_module, library_digest
 
-# Class-dict entries that describe rather than define behaviour.
+# Class-dict entries that describe rather than define behaviour; ``_abc_impl`` is the
+# ABC machinery's private subclass cache (a C object that changes as isinstance runs).
 _CLASS_NOISE = frozenset(
     {
         "__dict__",
@@ -36,6 +37,7 @@ _CLASS_NOISE = frozenset(
         "__qualname__",
         "__firstlineno__",
         "__static_attributes__",
+        "_abc_impl",
     }
 )
 _MAX_REPR = 60
@@ -239,6 +241,8 @@ class Walk:
             return self.combine(
                 type(member).__name__.encode(), self.dependency(member.__func__, label)
             )
+        if isinstance(member, functools.cached_property):  # its lock is not behaviour
+            return self.combine(b"cached_property", self.dependency(member.func, label))
         if isinstance(member, property):
             funcs = (member.fget, member.fset, member.fdel)
             return self.combine(b"property", *(self.dependency(f, label) for f in funcs if f))
@@ -261,6 +265,8 @@ class Walk:
     def imported(self, module_name: str) -> bytes:
         """A module imported inside a function body, live if loaded, else by file content."""
         module = sys.modules.get(module_name)
+        # NB. Once the body has imported it, the live module (reloadable) is what counts.
+        self.guards.read(sys.modules, module_name, ABSENT if module is None else module)
         label = f"module `{module_name}`"
         if module is not None:
             return self.dependency(module, label)

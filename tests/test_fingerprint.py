@@ -115,6 +115,20 @@ MUST_MISS = {
         "class M:\n    @staticmethod\n    def g(x): return x + 1\n@funcache_ipy.cache\ndef f(x): return M.g(x)",
         "class M:\n    @staticmethod\n    def g(x): return x + 2",
     ),
+    "abstract base class method": (
+        "import abc\nclass Base(abc.ABC):\n    @abc.abstractmethod\n    def k(self): ...\n"
+        "class M(Base):\n    def k(self): return 1\n@funcache_ipy.cache\ndef f(x): return x + M().k()",
+        "class M(Base):\n    def k(self): return 5",
+    ),
+    "dataclass default": (
+        "import dataclasses\n@dataclasses.dataclass\nclass Cfg:\n    k: int = 1\n    tags: list = dataclasses.field(default_factory=list, metadata={'unit': 's'})\n"
+        "@funcache_ipy.cache\ndef f(x): return x + Cfg().k",
+        "@dataclasses.dataclass\nclass Cfg:\n    k: int = 4\n    tags: list = dataclasses.field(default_factory=list, metadata={'unit': 's'})",
+    ),
+    "cached_property body": (
+        "class M:\n    @functools.cached_property\n    def k(self): return 1\n@funcache_ipy.cache\ndef f(x): return x + M().k",
+        "class M:\n    @functools.cached_property\n    def k(self): return 3",
+    ),
     "global instance state": (
         "class Cfg:\n    def __init__(self): self.k = 2\ncfg = Cfg()\n@funcache_ipy.cache\ndef f(x): return x * cfg.k",
         "cfg.k = 3",
@@ -287,6 +301,19 @@ def test_shell_reference_does_not_block_caching(shell) -> None:
     assert run_cell(shell, "f(2), f(2), f.cache_info().hits") == (4, 4, 1)
     run_cell(shell, "SCALE = 3")
     assert run_cell(shell, "f(2)") == 6
+
+
+def test_module_imported_inside_the_body(shell, tmp_path: Path) -> None:
+    module_dir = tmp_path / "src"
+    module_dir.mkdir()
+    _write_module(module_dir / "lazymod.py", "def g(x):\n    return x + 1\n")
+    run_cell(shell, f"import sys, importlib; sys.path.insert(0, {str(module_dir)!r})\n{PRELUDE}")
+    run_cell(shell, "@funcache_ipy.cache\ndef f(x):\n    import lazymod\n    return lazymod.g(x)")
+    assert run_cell(shell, "f(2), f(2), f(2)") == (3, 3, 3)
+    _write_module(module_dir / "lazymod.py", "def g(x):\n    return x + 2\n")
+    run_cell(shell, "import lazymod; importlib.reload(lazymod)")
+    assert run_cell(shell, "f(2)") == 4, "stale result after editing a module imported in the body"
+    run_cell(shell, f"sys.path.remove({str(module_dir)!r}); del sys.modules['lazymod']")
 
 
 def test_explain_names_the_changed_global(shell) -> None:
