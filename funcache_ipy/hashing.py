@@ -17,6 +17,7 @@ below fingerprint.py in the layering.
 
 from __future__ import annotations
 
+import copyreg
 import dataclasses
 import datetime
 import decimal
@@ -375,15 +376,19 @@ class Walker:
     def _by_state(self, obj: Any) -> None:
         """Encode an arbitrary object as class fingerprint + its pickle reduction.
 
-        ``__reduce_ex__(5)`` is the object's own statement of what it consists of (it
-        uses ``__getstate__``, ``__dict__`` and ``__slots__``). If the class refuses to
+        The reduction (``copyreg``'s, else ``__reduce_ex__(5)``) is the object's own
+        statement of what it consists of (it uses ``__getstate__``, ``__dict__`` and
+        ``__slots__``). If the class refuses to
         be pickled, ``__getstate__`` (by default the ``__dict__``) is used, but only for
         plain-layout instances: a lock, file or socket keeps its real state in C fields,
         and hashing what little sits in its ``__dict__`` would make different objects
         equal, so those raise.
         """
         try:
-            reduced = obj.__reduce_ex__(5)
+            # copyreg's table first, as pickle does: it is how re.Pattern and other C
+            # types without a __reduce__ of their own say what they consist of.
+            registered = copyreg.dispatch_table.get(type(obj))
+            reduced = registered(obj) if registered else obj.__reduce_ex__(5)
         except Exception as exc:
             kind = type(obj)
             if _layout(kind) != _PLAIN_LAYOUT:

@@ -19,11 +19,13 @@ import json
 import math
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
+import types
 import uuid
 from typing import Any
 
@@ -122,6 +124,9 @@ def h(value: Any) -> str:
 
 MUST_DIFFER: dict[str, tuple[Any, Any]] = {
     "int vs float": (1, 1.0),
+    "regex pattern": (re.compile("a+"), re.compile("a*")),
+    "regex flags": (re.compile("a"), re.compile("a", re.I)),
+    "mappingproxy vs dict": (types.MappingProxyType({"a": 1}), {"a": 1}),
     "int vs bool": (1, True),
     "0 vs False": (0, False),
     "int vs str": (1, "1"),
@@ -231,6 +236,7 @@ BUILDERS: dict[str, Any] = {
     "numpy object": lambda: np.array([1, "1", None], dtype=object),
     "frame": frame,
     "counter": lambda: collections.Counter("hello"),
+    "regex": lambda: re.compile(r"\d+", re.I),
 }
 
 
