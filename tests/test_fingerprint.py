@@ -7,7 +7,9 @@ caught by value; a must-hit edit leaves the result alone and must be served from
 
 from __future__ import annotations
 
+import os
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -301,6 +303,30 @@ def test_shell_reference_does_not_block_caching(shell) -> None:
     assert run_cell(shell, "f(2), f(2), f.cache_info().hits") == (4, 4, 1)
     run_cell(shell, "SCALE = 3")
     assert run_cell(shell, "f(2)") == 6
+
+
+@pytest.mark.parametrize("from_import", [False, True], ids=["import mod", "from mod import"])
+def test_autoreload_edits_are_seen(shell, tmp_path: Path, from_import: bool) -> None:
+    """%autoreload swaps __code__ of the existing function objects in place."""
+    module_dir = tmp_path / "src"
+    module_dir.mkdir()
+    name = f"armod_{int(from_import)}"  # NB. autoreload remembers modules by name
+    _write_module(module_dir / f"{name}.py", "def helper(x):\n    return x + 1\n")
+    style, call = (
+        (f"from {name} import helper", "helper(x)")
+        if from_import
+        else (f"import {name}", f"{name}.helper(x)")
+    )
+    run_cell(shell, f"import sys; sys.path.insert(0, {str(module_dir)!r})\n{PRELUDE}")
+    run_cell(shell, "%load_ext autoreload\n%autoreload 2")
+    run_cell(shell, f"{style}\n@funcache_ipy.cache\ndef f(x): return {call}")
+    assert run_cell(shell, "f(2), f(2), f.cache_info().hits") == (3, 3, 1)
+    _write_module(module_dir / f"{name}.py", "def helper(x):\n    return x + 2\n")
+    later = time.time() + 10  # a newer mtime, even within the same second
+    os.utime(module_dir / f"{name}.py", (later, later))
+    assert run_cell(shell, "f(2)") == 4, "stale result after an autoreloaded edit"
+    run_cell(shell, "%autoreload 0")
+    run_cell(shell, f"sys.path.remove({str(module_dir)!r}); del sys.modules[{name!r}]")
 
 
 def test_module_imported_inside_the_body(shell, tmp_path: Path) -> None:
