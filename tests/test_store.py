@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import re
 import sqlite3
 import stat
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from funcache_ipy.envelope import Sealer, load_secret, secret_path
+from funcache_ipy.envelope import CorruptEnvelope, Sealer, load_secret, secret_path
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store, open_store
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -524,7 +525,7 @@ def test_processes_starting_together_share_one_secret_key(tmp_path: Path) -> Non
     start = time.time() + 1.0
     code = f"""
         import time
-        from funcache_ipy.envelope import Sealer, load_secret, secret_path
+        from funcache_ipy.envelope import CorruptEnvelope, Sealer, load_secret, secret_path
         time.sleep(max(0.0, {start} - time.time()))
         print(load_secret(secret_path()).hex())
         """
@@ -572,3 +573,20 @@ def test_two_processes_writing_concurrently_do_not_corrupt(isolated_cache: Path)
                 expected = np.full(sizes[(j + me) % 3], me * 1000 + j, dtype=np.float64)
                 assert np.array_equal(store.get(f"own-{me}-{j}"), expected)
     assert len(store.entries("nb.w")) == 90
+
+
+# -- format stability ----------------------------------------------------------------
+
+GOLDEN_SECRET = bytes(range(32))  # a test key, not a secret: it only signs the fixture
+
+
+def test_envelope_written_by_format_1_still_loads() -> None:
+    """A format change must bump the envelope version (old entries then become misses)."""
+    data = bytearray((Path(__file__).parent / "data" / "envelope_v1.bin").read_bytes())
+    stream, buffers = Sealer(GOLDEN_SECRET).unseal(data, "golden-key")
+    value = pickle.loads(stream, buffers=buffers)
+    assert value["rows"] == [1, 2.5, None, "x"]
+    assert np.array_equal(value["array"], np.arange(6, dtype=np.int32).reshape(2, 3))
+    assert np.array_equal(value["stamps"], np.arange(3).astype("M8[s]"))
+    with pytest.raises(CorruptEnvelope, match="authentication failed"):
+        Sealer(GOLDEN_SECRET).unseal(data, "another-key")
