@@ -142,7 +142,7 @@ class CellCache:
         manifest = {**inputs.manifest, _CODE_LABEL: [analysis.code_digest, ""]}
         stats.last_key, stats.last_manifest = key, manifest
         stats.last_note = "--refresh forced a run" if refresh else None
-        watched = _mutable_inputs(namespace, analysis)
+        watched = _mutable_inputs(namespace, analysis, inputs.reached)
         before = {n: id(value) for n, value in namespace.items()}
         started = time.perf_counter()
         with OutputCapture(publisher) as capture:
@@ -223,11 +223,15 @@ def _execute(analysis: CellAnalysis, namespace: dict[str, Any], compiler: Compil
     return value if analysis.shows_result else None
 
 
-def _mutable_inputs(namespace: Mapping[str, Any], analysis: CellAnalysis) -> dict[str, bytes]:
-    """Content digests of inputs the cell might change in place (``data.append(4)``)."""
+def _mutable_inputs(
+    namespace: Mapping[str, Any], analysis: CellAnalysis, reached: frozenset[str]
+) -> dict[str, bytes]:
+    """Content digests of what the cell might change in place: its inputs
+    (``data.append(4)``) and the globals its functions read (``log(x)`` appending to
+    ``LOG``)."""
     digests = {}
     bound = set(analysis.bound)
-    for name in analysis.inputs:
+    for name in dict.fromkeys([*analysis.inputs, *sorted(reached)]):
         value = namespace.get(name, MISSING)
         if value is MISSING or name in bound or _is_code(value) or is_immutable(value):
             continue

@@ -33,10 +33,13 @@ class Fingerprint:
 
     ``manifest`` maps a dependency label (e.g. "global `SCALE`", "function `helper`")
     to ``[digest_hex, short_repr]``; the repr is empty unless the value is small.
+    ``reached`` (cells only) names the globals that the inputs' code reads, directly or
+    through helpers: a cell calling ``log(x)`` can change ``LOG`` without naming it.
     """
 
     digest: bytes
     manifest: dict[str, list[str]]
+    reached: frozenset[str] = frozenset()
 
 
 class Tracker:
@@ -166,4 +169,5 @@ def fingerprint_names(namespace: Mapping[str, Any], names: Iterable[str]) -> Fin
         else:
             digest = walk.dependency(obj, label)
         parts += [name.encode(), digest]
-    return Fingerprint(walk.combine(b"names", *parts), walk.manifest)
+    reached = frozenset(walk.guards.names_read(namespace))
+    return Fingerprint(walk.combine(b"names", *parts), walk.manifest, reached)

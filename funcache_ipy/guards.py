@@ -70,6 +70,11 @@ class Guards:
     def read(self, namespace: Mapping[str, Any], name: str, found: object) -> None:
         self.reads.setdefault(id(namespace), (namespace, {}))[1].setdefault(name, found)
 
+    def names_read(self, namespace: Mapping[str, Any]) -> list[str]:
+        """Names looked up in ``namespace`` so far (before :meth:`freeze`)."""
+        entry = self.reads.get(id(namespace))
+        return [] if entry is None else list(entry[1])
+
     def cell(self, cell: types.CellType, contents: object) -> None:
         self.cells.append(cell)
         self.cell_contents.append(contents)

@@ -145,6 +145,16 @@ def test_in_place_mutation_of_an_input_is_restored(ip: InteractiveShell) -> None
     assert ip.user_ns["data"] == [1, 2, 3, 4, 4]
 
 
+def test_global_mutated_through_a_called_function_is_restored(ip: InteractiveShell) -> None:
+    run_cell(ip, "LOG = []\ndef log(item):\n    LOG.append(item)")
+    cell = "%%funcache\ntick()\nlog('ran')\n"
+    run_cell(ip, cell)
+    run_cell(ip, "LOG = []")  # back to the state the entry was stored for
+    run_cell(ip, cell)
+    assert runs() == 1, "same inputs: should be a hit"
+    assert ip.user_ns["LOG"] == ["ran"], "the hit must restore what log() appended"
+
+
 def test_deleted_names_are_deleted_on_hit(ip: InteractiveShell) -> None:
     cell = "%%funcache\ntick()\nkept = scratch * 2\ndel scratch\n"
     run_cell(ip, "scratch = 5")
