@@ -29,7 +29,7 @@ class CodeSummary:
     global_names: tuple[str, ...]  # loaded globals, in first-use order
     chains: tuple[tuple[str, ...], ...]  # attribute chains rooted at a global: ("np", "linalg")
     bare_names: frozenset[str]  # globals used other than as the root of a chain
-    imports: tuple[str, ...]  # modules imported inside the code
+    imports: tuple[tuple[str, int], ...]  # (module, level) imported inside the code
 
 
 _CODE_SUMMARIES: weakref.WeakKeyDictionary[types.CodeType, CodeSummary] = (
@@ -61,8 +61,9 @@ def _build_code_summary(code: types.CodeType) -> CodeSummary:
     names: dict[str, None] = {}
     chains: list[tuple[str, ...]] = []
     bare: set[str] = set()
-    imports: list[str] = []
+    imports: list[tuple[str, int]] = []
     current_chain: list[str] = []
+    recent_constants: list[object] = [None, None]  # IMPORT_NAME pops (level, fromlist)
 
     def close_chain() -> None:
         if len(current_chain) > 1:
@@ -90,13 +91,15 @@ def _build_code_summary(code: types.CodeType) -> CodeSummary:
             imports.extend(nested.imports)
         elif ins.opcode in dis.hasconst:
             h.update(hash_value(arg))
+            recent_constants = [recent_constants[1], arg]
         else:
             h.update(repr(arg).encode())
         if ins.opname in _LOADS_GLOBAL:
             names[arg] = None
             current_chain.append(arg)
         elif ins.opname == "IMPORT_NAME":
-            imports.append(arg)
+            level = recent_constants[0]
+            imports.append((arg, level if isinstance(level, int) else 0))
     close_chain()
     h.update(repr(code.co_exceptiontable if hasattr(code, "co_exceptiontable") else b"").encode())
     return CodeSummary(h.digest(), tuple(names), tuple(chains), frozenset(bare), tuple(imports))

@@ -10,19 +10,17 @@ helper.
 
 from __future__ import annotations
 
-import builtins
 import collections
 import contextlib
+import dataclasses
 import threading
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import xxhash
-
-from funcache_ipy.bytecode import summarize_code
-from funcache_ipy.guards import ABSENT, Guards
+from funcache_ipy.bytecode import CodeSummary, summarize_code
+from funcache_ipy.guards import Guards
 from funcache_ipy.hashing import hash_value
 from funcache_ipy.walk import Walk, cycle_token, display_name, kind_of
 
@@ -150,24 +148,24 @@ def _guard_hash(obj: object) -> bytes:
     return hash_value(obj, code_hasher=code_hasher)
 
 
-def fingerprint_names(namespace: Mapping[str, Any], names: Iterable[str]) -> Fingerprint:
+def fingerprint_names(
+    namespace: Mapping[str, Any], names: Iterable[str], code: types.CodeType | None = None
+) -> Fingerprint:
     """Fingerprint of the objects some names resolve to (a ``%%funcache`` cell's inputs).
 
     Functions and classes count by code (recursively), modules by name/version or, when
     local, by what they define; everything else by content. Absent names count as absent,
-    so defining one later changes the fingerprint.
+    so defining one later changes the fingerprint. Given the cell's ``code``, local
+    modules it uses as ``mod.attr`` count by those attributes only, and modules it
+    imports itself count too (live if loaded, else by their source files).
     """
     walk = Walk("__main__", _guard_hash)
-    parts = []
-    for name in sorted(set(names)):
-        obj = namespace.get(name, ABSENT)
-        if obj is ABSENT:
-            obj = getattr(builtins, name, ABSENT)
-        label = f"`{name}`"
-        if obj is ABSENT:
-            digest = walk.record(label, xxhash.xxh3_128(f"absent:{name}".encode()).digest())
-        else:
-            digest = walk.dependency(obj, label)
-        parts += [name.encode(), digest]
+    summary = summarize_code(code) if code is not None else None
+    inputs = tuple(sorted(set(names)))
+    if summary is None:
+        summary = CodeSummary(b"", inputs, (), frozenset(inputs), ())
+    else:
+        summary = dataclasses.replace(summary, global_names=inputs)
+    digest = walk.names(namespace, summary, "__main__")
     reached = frozenset(walk.guards.names_read(namespace))
-    return Fingerprint(walk.combine(b"names", *parts), walk.manifest, reached)
+    return Fingerprint(digest, walk.manifest, reached)

@@ -12,11 +12,9 @@ from __future__ import annotations
 import builtins
 import functools
 import importlib.util
-import os
 import sys
 import types
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import xxhash
@@ -24,7 +22,7 @@ import xxhash
 from funcache_ipy.bytecode import CodeSummary, summarize_code
 from funcache_ipy.guards import ABSENT, Guards
 from funcache_ipy.hashing import UnhashableError, hash_value, is_immutable
-from funcache_ipy.origins import is_local_code, is_local_file, is_local_module, library_digest
+from funcache_ipy.origins import is_local_code, is_local_module, library_digest, source_digest
 
 # Class-dict entries that describe rather than define behaviour; ``_abc_impl`` is the
 # ABC machinery's private subclass cache (a C object that changes as isinstance runs).
@@ -135,6 +133,9 @@ class Walk:
             wrapped = _wrapped_of(fn)
             if wrapped is not None:  # a library decorator around user code
                 digest = self.combine(digest, self.dependency(wrapped, label))
+            registry = getattr(fn, "registry", None)
+            if isinstance(registry, types.MappingProxyType):  # functools.singledispatch
+                digest = self.combine(digest, self.value(registry, f"{label} registrations"))
             return self.record(label, digest)
         code = fn.__code__
         summary = summarize_code(code)
@@ -151,6 +152,8 @@ class Walk:
             self.guards.cell(cell, contents)
             if contents is not ABSENT:
                 parts.append(self.dependency(contents, f"closure `{name}` of `{fn.__qualname__}`"))
+        if fn.__dict__:  # attributes set on the function (``helper.scale = 3``)
+            parts.append(self.value(fn.__dict__, f"attributes of `{fn.__qualname__}`"))
         parts.append(self.names(fn.__globals__, summary, fn.__module__))
         wrapped = _wrapped_of(fn)
         if wrapped is not None:
@@ -187,6 +190,7 @@ class Walk:
                 isinstance(obj, types.ModuleType)
                 and is_local_module(obj.__name__)
                 and name not in summary.bare_names
+                and any(attr_chain[0] == name for attr_chain in summary.chains)
             ):
                 for attr_chain in summary.chains:
                     if attr_chain[0] == name:
@@ -194,8 +198,8 @@ class Walk:
             else:
                 parts.append(self.dependency(obj, label))
             parts.append(name.encode())
-        for module_name in summary.imports:
-            parts.append(self.imported(module_name))
+        for module_name, level in summary.imports:
+            parts.append(self.imported(module_name, level, namespace))
         return self.combine(b"names", *parts)
 
     def attribute_chain(self, module: types.ModuleType, attr_chain: tuple[str, ...]) -> bytes:
@@ -221,6 +225,8 @@ class Walk:
             return self.record(label, library_digest(cls.__module__, cls.__qualname__))
         self.guards.whole_dict(functools.partial(getattr, cls, "__dict__"))
         parts = [cls.__qualname__.encode()]
+        if type(cls) is not type:  # a metaclass shapes the class's behaviour too
+            parts.append(self.dependency(type(cls), self.label(None, type(cls).__qualname__, cls)))
         for base in cls.__bases__:
             parts.append(
                 self.dependency(base, self.label(base.__module__, base.__qualname__, base))
@@ -258,26 +264,35 @@ class Walk:
         for attr, obj in list(vars(module).items()):
             if attr.startswith("__") and attr.endswith("__"):
                 continue
+            label = self.label(name, attr, obj)
             parts.append(attr.encode())
-            parts.append(self.dependency(obj, self.label(name, attr, obj)))
+            try:
+                parts.append(self.dependency(obj, label))
+            except UnhashableError:  # NB. a module-level lock or connection: a resource
+                kind = type(obj)  # used by the module's code, not data; counts by type
+                parts.append(self.record(label, library_digest(kind.__module__, kind.__qualname__)))
         return self.record(label, self.combine(b"module", *parts))
 
-    def imported(self, module_name: str) -> bytes:
-        """A module imported inside a function body, live if loaded, else by file content."""
+    def imported(self, module_name: str, level: int, namespace: Mapping[str, Any]) -> bytes:
+        """A module imported by the code itself: live if loaded, else by its source files.
+
+        Relative imports (``from .b import g``) resolve against the importing module's
+        package.
+        """
+        if level:
+            package = namespace.get("__package__") or ""
+            try:
+                module_name = importlib.util.resolve_name("." * level + module_name, package)
+            except (ImportError, ValueError):
+                return xxhash.xxh3_128(f"unresolvable:{level}:{module_name}".encode()).digest()
         module = sys.modules.get(module_name)
-        # NB. Once the body has imported it, the live module (reloadable) is what counts.
+        # NB. Once the code has imported it, the live module (reloadable) is what counts.
         self.guards.read(sys.modules, module_name, ABSENT if module is None else module)
         label = f"module `{module_name}`"
         if module is not None:
             return self.dependency(module, label)
-        try:
-            spec = importlib.util.find_spec(module_name)
-        except (ImportError, ValueError):
-            spec = None
-        origin = getattr(spec, "origin", None)
-        if origin and os.path.isfile(origin) and is_local_file(origin):
-            return self.record(label, xxhash.xxh3_128(Path(origin).read_bytes()).digest())
-        return self.record(label, library_digest(module_name, ""))
+        digest = source_digest(module_name)
+        return self.record(label, digest or library_digest(module_name, ""))
 
     def value(self, obj: object, label: str) -> bytes:
         """Content digest; mutable values are re-hashed by the guards on every call."""

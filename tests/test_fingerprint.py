@@ -8,6 +8,8 @@ caught by value; a must-hit edit leaves the result alone and must be served from
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -130,6 +132,19 @@ MUST_MISS = {
     "cached_property body": (
         "class M:\n    @functools.cached_property\n    def k(self): return 1\n@funcache_ipy.cache\ndef f(x): return x + M().k",
         "class M:\n    @functools.cached_property\n    def k(self): return 3",
+    ),
+    "function attribute": (
+        "def helper(x): return x * helper.scale\nhelper.scale = 2\n@funcache_ipy.cache\ndef f(x): return helper(x)",
+        "helper.scale = 3",
+    ),
+    "singledispatch registration": (
+        "@functools.singledispatch\ndef fmt(v): return 'obj'\n@funcache_ipy.cache\ndef f(x): return fmt(x)",
+        "@fmt.register\ndef _(v: int): return 'int'",
+    ),
+    "metaclass method": (
+        "class Meta(type):\n    def __getattr__(cls, n): return 1\nclass Foo(metaclass=Meta): pass\n"
+        "@funcache_ipy.cache\ndef f(x): return x + Foo.anything",
+        "Meta.__getattr__ = lambda cls, n: 2",
     ),
     "global instance state": (
         "class Cfg:\n    def __init__(self): self.k = 2\ncfg = Cfg()\n@funcache_ipy.cache\ndef f(x): return x * cfg.k",
@@ -327,6 +342,64 @@ def test_autoreload_edits_are_seen(shell, tmp_path: Path, from_import: bool) -> 
     assert run_cell(shell, "f(2)") == 4, "stale result after an autoreloaded edit"
     run_cell(shell, "%autoreload 0")
     run_cell(shell, f"sys.path.remove({str(module_dir)!r}); del sys.modules[{name!r}]")
+
+
+def _package(root: Path, layout: dict[str, str]) -> None:
+    for relative, text in layout.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_module(path, text)
+
+
+@pytest.mark.parametrize(
+    ("layout", "call", "edit"),
+    [
+        (  # a folder without __init__.py: a namespace package, still the user's code
+            {"nsutils/helpers.py": "def f(x):\n    return x * 2\n"},
+            "import nsutils.helpers\n@funcache_ipy.cache\ndef g(x): return nsutils.helpers.f(x)",
+            ("nsutils/helpers.py", "def f(x):\n    return x * 7\n"),
+        ),
+        (  # a relative import inside a package function
+            {
+                "relpkg/__init__.py": "",
+                "relpkg/a.py": "def f(x):\n    from .b import k\n    return k(x)\n",
+                "relpkg/b.py": "def k(x):\n    return x * 2\n",
+            },
+            "import relpkg.a\n@funcache_ipy.cache\ndef g(x): return relpkg.a.f(x)",
+            ("relpkg/b.py", "def k(x):\n    return x * 7\n"),
+        ),
+    ],
+    ids=["namespace package", "relative import"],
+)
+def test_package_edits_seen_after_restart(
+    tmp_path: Path, layout: dict[str, str], call: str, edit: tuple[str, str]
+) -> None:
+    """Edit a file of a local package between two processes sharing the cache."""
+    src = tmp_path / "src"
+    _package(src, layout)
+    script = tmp_path / "job.py"
+    script.write_text(
+        f"import sys\nsys.path.insert(0, {str(src)!r})\nimport funcache_ipy\n{call}\n"
+        "print(g(1), g.cache_info().hits)\n"
+    )
+    run = lambda: subprocess.run(  # noqa: E731
+        [sys.executable, str(script)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert run() == ["2", "0"]
+    assert run() == ["2", "1"], "an unchanged package must hit after a restart"
+    _package(src, {edit[0]: edit[1]})
+    assert run() == ["7", "0"], "stale result after editing the package"
+
+
+def test_module_level_resources_do_not_block_caching(shell, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _package(src, {"resmod.py": "import threading\n_lock = threading.Lock()\nK = 2\n"})
+    run_cell(shell, f"import sys; sys.path.insert(0, {str(src)!r})\n{PRELUDE}import resmod")
+    run_cell(shell, "@funcache_ipy.cache\ndef f(x):\n    mod = resmod  # a bare use: the whole module counts\n    return x * mod.K")
+    assert run_cell(shell, "f(2), f(2), f.cache_info().hits") == (4, 4, 1)
+    run_cell(shell, "resmod.K = 3")
+    assert run_cell(shell, "f(2)") == 6
+    run_cell(shell, f"sys.path.remove({str(src)!r}); del sys.modules['resmod']")
 
 
 def test_module_imported_inside_the_body(shell, tmp_path: Path) -> None:

@@ -499,7 +499,7 @@ def test_explain_names_the_changed_input_of_a_cell(ip: InteractiveShell, capsys)
     run_cell(ip, "%%funcache --name totals\ntotal = sum(data)\n")
     capsys.readouterr()
     run_cell(ip, "%funcache explain totals")
-    assert capsys.readouterr().out == "totals: miss\n  - `data` changed\n"
+    assert capsys.readouterr().out == "totals: miss\n  - global `data` changed\n"
     run_cell(ip, "%%funcache --name totals\ntotal = sum(data) + 0\n")
     run_cell(ip, "%funcache explain totals")
     assert "cell code changed" in capsys.readouterr().out
