@@ -17,6 +17,7 @@ below fingerprint.py in the layering.
 
 from __future__ import annotations
 
+import collections
 import copyreg
 import dataclasses
 import datetime
@@ -175,6 +176,34 @@ def _qualified_name(obj: Any) -> str:
     return f"{module}.{qualname}" if isinstance(module, str) else qualname
 
 
+_UNSET = object()
+
+
+def _attributes(obj: Any, names: list[str]) -> list[tuple[str, Any]]:
+    """The declared fields that are set on ``obj`` (an ``init=False`` field may not be)."""
+    pairs = [(name, getattr(obj, name, _UNSET)) for name in names]
+    return [(name, value) for name, value in pairs if value is not _UNSET]
+
+
+def _slot_names(cls: type) -> list[str]:
+    """Instance slots declared along the MRO, by attribute name (private ones mangled).
+
+    The rule ``copyreg._slotnames`` follows, without its caching on the class: a new
+    class attribute could change the class's own code fingerprint.
+    """
+    names = []
+    for base in cls.__mro__:
+        slots = base.__dict__.get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if name in ("__dict__", "__weakref__"):
+                continue
+            if name.startswith("__") and not name.endswith("__"):
+                stripped = base.__name__.lstrip("_")
+                name = f"_{stripped}{name}" if stripped else name
+            names.append(name)
+    return names
+
+
 class Walker:
     """One traversal: the output stream plus the cycle guard and per-call caches.
 
@@ -183,13 +212,14 @@ class Walker:
     each time: ``[a, a]`` and ``[a, copy(a)]`` hash equal, as a careful user expects.
     """
 
-    __slots__ = ("arrays", "code_hasher", "out", "stack", "types")
+    __slots__ = ("arrays", "code_hasher", "out", "slots", "stack", "types")
 
     def __init__(self, code_hasher: CodeHasher | None) -> None:
         self.code_hasher = code_hasher
         self.out = bytearray()
         self.stack: dict[int, int] = {}
         self.types: dict[type, bytes] = {}
+        self.slots: dict[type, list[str]] = {}
         # id -> (array, digest); holding the array keeps its id from being reused.
         self.arrays: dict[int, tuple[object, bytes]] = {}
 
@@ -296,6 +326,11 @@ class Walker:
         self.out += b"P"
         self._dict(obj)  # type: ignore[arg-type]
 
+    def _dict_view(self, obj: Any) -> None:
+        # Keys and items in dict order (observable, as for dicts), values in order; the
+        # type name keeps d.keys() apart from list(d) and from d.values().
+        self.items(list(obj), b"~" + encode_str(type(obj).__name__))
+
     def _set(self, obj: set[Any] | frozenset[Any]) -> None:
         # Member digests are sorted: set iteration order depends on PYTHONHASHSEED.
         try:
@@ -356,22 +391,44 @@ class Walker:
             # Flag combinations are identified by value (older Pythons give them no name).
             self.feed(obj._value_ if isinstance(obj, enum.Flag) else obj._name_)
         elif dataclasses.is_dataclass(obj):
-            self.out += b"d"
-            self.ref_type(type(obj))
             names = [f.name for f in dataclasses.fields(obj)]
-            self.fields(((n, getattr(obj, n)) for n in names), len(names))
+            self.record(obj, b"d", _attributes(obj, names))
         elif hasattr(type(obj), "__attrs_attrs__"):
-            self.out += b"a"
-            self.ref_type(type(obj))
             names = [a.name for a in type(obj).__attrs_attrs__]
-            self.fields(((n, getattr(obj, n)) for n in names), len(names))
+            self.record(obj, b"a", _attributes(obj, names))
         elif isinstance(obj, tuple) and hasattr(type(obj), "_fields"):
-            self.out += b"n"
-            self.ref_type(type(obj))
             names = list(getattr(obj, "_fields"))  # noqa: B009 - unknown to type checkers
-            self.fields(zip(names, obj, strict=True), len(obj))
+            self.record(obj, b"n", list(zip(names, obj, strict=True)))
         else:
             self._by_state(obj)
+
+    def record(self, obj: Any, tag: bytes, declared: list[tuple[str, Any]]) -> None:
+        """Encode a dataclass, attrs instance or namedtuple: its fields, then any other state.
+
+        NB. The declared fields are not all the state: ``__post_init__`` or later code can
+        set further attributes (``self.schedule = [...]``) that the user's function reads,
+        so undeclared ``__dict__`` entries and slots are hashed too. A record without them
+        keeps its plain encoding (and digest); one with them is tagged ``+`` in front.
+        """
+        kind = type(obj)
+        slot_names = self.slots.get(kind)
+        if slot_names is None:
+            slot_names = self.slots[kind] = _slot_names(kind)
+        names = {name for name, _ in declared}
+        instance = getattr(obj, "__dict__", None)
+        extra = {k: v for k, v in instance.items() if k not in names} if instance else {}
+        slots = {
+            name: value
+            for name in slot_names
+            if name not in names and (value := getattr(obj, name, _UNSET)) is not _UNSET
+        }
+        if extra or slots:
+            self.out += b"+"
+        self.out += tag
+        self.ref_type(kind)
+        self.fields(declared, len(declared))
+        if extra or slots:
+            self.state((extra or None, slots or None))
 
     def _by_state(self, obj: Any) -> None:
         """Encode an arbitrary object as class fingerprint + its pickle reduction.
@@ -445,7 +502,16 @@ class Walker:
                 raise
 
 
-_MUTABLE = frozenset({list, dict, set, functools.partial})
+_DICT_VIEW_TYPES: tuple[type, ...] = (
+    type({}.keys()),
+    type({}.values()),
+    type({}.items()),
+    type(collections.OrderedDict().keys()),
+    type(collections.OrderedDict().values()),
+    type(collections.OrderedDict().items()),
+)
+# Dict views show a mutable dict, which can hold the view itself: they need the cycle guard.
+_MUTABLE = frozenset({list, dict, set, functools.partial, *_DICT_VIEW_TYPES})
 _DATETIME_TYPES = (
     datetime.datetime,
     datetime.date,
@@ -476,5 +542,6 @@ _DISPATCH: dict[type, Callable[[Walker, Any], None]] = {
     uuid.UUID: lambda w, o: w.out.extend(b"U" + o.bytes),
     **dict.fromkeys(_DATETIME_TYPES, Walker._by_constructor),
     **dict.fromkeys(_PATH_TYPES, Walker._path),
+    **dict.fromkeys(_DICT_VIEW_TYPES, Walker._dict_view),
     **{t: Walker._code for t in _CODE_TYPES},
 }

@@ -7,6 +7,7 @@ rebuilt-from-scratch values that must not, plus digests pinned across processes.
 
 from __future__ import annotations
 
+import array
 import collections
 import copy
 import dataclasses
@@ -70,6 +71,33 @@ class Point:
 class OtherPoint:
     x: int
     y: list[int]
+
+
+@dataclasses.dataclass
+class Config:
+    lr: float
+
+    def __post_init__(self) -> None:
+        self.schedule = [self.lr] * 3
+
+
+@dataclasses.dataclass
+class Lazy:
+    x: int
+    total: int = dataclasses.field(init=False)
+
+
+class SlotBase:
+    __slots__ = ("__mode",)
+
+
+@dataclasses.dataclass(slots=True)
+class SlottedPoint(SlotBase):
+    x: int
+
+
+class PairWithNote(Pair):
+    """A namedtuple subclass: it has a __dict__, so it can carry attributes."""
 
 
 class Plain:
@@ -180,6 +208,36 @@ MUST_DIFFER: dict[str, tuple[Any, Any]] = {
         collections.defaultdict(set, a=[1]),
     ),
     "deque maxlen": (collections.deque([1], maxlen=2), collections.deque([1], maxlen=3)),
+    "deque content": (collections.deque([1, 2]), collections.deque([1, 3])),
+    "deque vs list": (collections.deque([1, 2]), [1, 2]),
+    "OrderedDict order": (collections.OrderedDict(a=1, b=2), collections.OrderedDict(b=2, a=1)),
+    "defaultdict content": (
+        collections.defaultdict(list, a=[1]),
+        collections.defaultdict(list, a=[2]),
+    ),
+    "defaultdict vs dict": (collections.defaultdict(list, a=[1]), {"a": [1]}),
+    "ChainMap content": (
+        collections.ChainMap({"a": 1}, {"b": 2}),
+        collections.ChainMap({"a": 1}, {"b": 3}),
+    ),
+    "ChainMap split": (
+        collections.ChainMap({"a": 1}, {"b": 2}),
+        collections.ChainMap({"a": 1, "b": 2}),
+    ),
+    "array content": (array.array("d", [1.0, 2.0]), array.array("d", [1.0, 3.0])),
+    "array typecode": (array.array("d", [1.0, 2.0]), array.array("f", [1.0, 2.0])),
+    "array vs list": (array.array("q", [1, 2]), [1, 2]),
+    "namespace content": (types.SimpleNamespace(a=1, b=[2]), types.SimpleNamespace(a=1, b=[3])),
+    "namespace vs object": (types.SimpleNamespace(x=1), Plain(x=1)),
+    "dict keys vs list": ({"a": 1, "b": 2}.keys(), ["a", "b"]),
+    "dict keys order": ({"a": 1, "b": 2}.keys(), {"b": 2, "a": 1}.keys()),
+    "dict keys vs values": ({"a": "a"}.keys(), {"a": "a"}.values()),
+    "dict values": ({"a": 1}.values(), {"a": 2}.values()),
+    "dict values vs list": ({"a": 1}.values(), [1]),
+    "dict items": ({"a": 1}.items(), {"a": 2}.items()),
+    "dict items vs list": ({"a": 1}.items(), [("a", 1)]),
+    "dict items vs dict": ({"a": 1}.items(), {"a": 1}),
+    "odict vs dict keys": (collections.OrderedDict(a=1).keys(), {"a": 1}.keys()),
     "numpy scalar vs float": (np.float64(1.0), 1.0),
     "numpy scalar dtypes": (np.int64(1), np.int32(1)),
     "0-d array vs scalar": (np.array(1.0), np.float64(1.0)),
@@ -236,6 +294,14 @@ BUILDERS: dict[str, Any] = {
     "numpy object": lambda: np.array([1, "1", None], dtype=object),
     "frame": frame,
     "counter": lambda: collections.Counter("hello"),
+    "OrderedDict": lambda: collections.OrderedDict(z=[1], a={"b": 2}),
+    "defaultdict": lambda: collections.defaultdict(list, a=[1, 2], b=[]),
+    "ChainMap": lambda: collections.ChainMap({"a": [1]}, {"b": 2}),
+    "deque": lambda: collections.deque([1, [2], "x"], maxlen=5),
+    "array": lambda: array.array("d", [1.5, -0.0, math.nan]),
+    "SimpleNamespace": lambda: types.SimpleNamespace(a=[1], b={"c": 2}),
+    "dataclass with post-init state": lambda: Config(0.5),
+    "slotted dataclass": lambda: SlottedPoint(1),
     "regex": lambda: re.compile(r"\d+", re.I),
 }
 
@@ -279,6 +345,112 @@ def test_set_order_independent() -> None:
     backward = {f"s{i}" for i in reversed(range(300))} - {f"s{i}" for i in range(200, 300)}
     assert h(forward) == h(backward)
     assert h({1, "a", (2, 3)}) == h({(2, 3), "a", 1})
+
+
+# -- records: declared fields plus any other state
+
+
+def test_dataclass_state_set_after_init_is_hashed() -> None:
+    # A cached sum(cfg.schedule) served 3.0 after cfg.schedule[0] = 10.0 (stale) when
+    # only the declared fields were hashed.
+    cfg = Config(1.0)
+    before = h(cfg)
+    cfg.schedule[0] = 10.0
+    assert h(cfg) != before, "schedule edit not seen: a cached sum would stay 3.0 (stale)"
+    assert h(cfg) == h(copy.deepcopy(cfg))
+    edited = h(cfg)
+    cfg.later = "set after construction"
+    assert h(cfg) != edited
+
+
+def test_record_extra_attributes_sorted_and_distinct_from_fields() -> None:
+    first, second = Config(1.0), Config(1.0)
+    first.a, first.b = 1, 2
+    second.b, second.a = 2, 1
+    assert h(first) == h(second), "attribute assignment order is noise"
+    bare = Point(1, [2])
+    moved = Point(1, [2])
+    moved.z = 3
+    assert h(bare) != h(moved)
+
+
+def test_unset_init_false_field_hashes() -> None:
+    lazy = Lazy(1)
+    before = h(lazy)
+    lazy.total = 5
+    assert h(lazy) != before
+    assert h(Lazy(1)) == before
+
+
+def test_slots_beyond_fields_are_hashed() -> None:
+    point = SlottedPoint(1)
+    assert h(point) == h(SlottedPoint(1))
+    before = h(point)
+    point._SlotBase__mode = "fast"  # type: ignore[attr-defined]
+    assert h(point) != before
+    assert h(point) == h(copy.copy(point))
+
+
+def test_namedtuple_subclass_attributes_are_hashed() -> None:
+    pair = PairWithNote(1, 2)
+    before = h(pair)
+    assert before != h(Pair(1, 2))
+    pair.note = [1]
+    assert h(pair) != before
+    after = h(pair)
+    pair.note[0] = 2
+    assert h(pair) != after
+
+
+def test_record_extra_attribute_failure_is_located() -> None:
+    cfg = Config(1.0)
+    cfg.guard = threading.Lock()
+    with pytest.raises(UnhashableError, match=r"value\.guard of type lock"):
+        hash_value(cfg)
+
+
+# -- dict views and other stdlib containers
+
+
+@pytest.mark.parametrize("mapping", [dict, collections.OrderedDict])
+def test_dict_views_hash_by_content(mapping: Any) -> None:
+    def views() -> list[Any]:
+        data = mapping([("a", [1]), (2, "b")])
+        return [data.keys(), data.values(), data.items()]
+
+    assert [h(v) for v in views()] == [h(v) for v in views()]
+    assert len({h(v) for v in views()}) == 3
+
+
+def test_dict_views_follow_their_dict() -> None:
+    data = {"a": [1], "b": 2}
+    keys, values, items = data.keys(), data.values(), data.items()
+    before = [h(keys), h(values), h(items)]
+    data["a"][0] = 5
+    assert h(keys) == before[0]
+    assert h(values) != before[1]
+    assert h(items) != before[2]
+    data["c"] = 3
+    assert h(keys) != before[0]
+
+
+def test_dict_view_holding_itself_terminates() -> None:
+    data: dict[str, Any] = {"a": 1}
+    data["self"] = data.values()
+    assert h(data) == h(data)
+    assert h(data["self"]) != h(data)
+
+
+def test_defaultdict_factory_goes_through_code_hasher() -> None:
+    def factory() -> int:
+        return 0
+
+    hasher = RecordingHasher()
+    hash_value(collections.defaultdict(factory, a=1), code_hasher=hasher)
+    assert hasher.seen == [collections.defaultdict, factory]
+    hasher = RecordingHasher()
+    hash_value(collections.defaultdict(list, a=[1]), code_hasher=hasher)
+    assert hasher.seen == [collections.defaultdict, list]
 
 
 # -- floats
@@ -507,6 +679,7 @@ UNHASHABLE: dict[str, tuple[Any, str]] = {
         r"value\['c'\]\[1\] of type lock",
     ),
     "dict key": (lambda: {"a": 1, 2: [threading.Lock()]}, r"value\[2\]\[0\] of type lock"),
+    "dict view": (lambda: {"a": 1, "b": threading.Lock()}.values(), r"value\[1\] of type lock"),
 }
 
 
@@ -582,6 +755,23 @@ def test_attrs_classes_by_fields() -> None:
 
     assert h(Box(1, [2])) == h(Box(1, [2]))
     assert h(Box(1, [2])) != h(Box(1, [3]))
+
+
+def test_attrs_state_set_after_init_is_hashed() -> None:
+    attrs = pytest.importorskip("attrs")
+
+    @attrs.define(slots=False)
+    class Schedule:
+        lr: float
+
+        def __attrs_post_init__(self) -> None:
+            self.steps = [self.lr] * 3
+
+    schedule = Schedule(1.0)
+    before = h(schedule)
+    assert before == h(Schedule(1.0))
+    schedule.steps[0] = 10.0
+    assert h(schedule) != before, "steps edit not seen (stale cache)"
 
 
 # -- is_immutable
