@@ -36,6 +36,14 @@ _NAMED_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _DEFINITIONS = (ast.Import, ast.ImportFrom, *_NAMED_DEFINITIONS)
 _MAGIC_CALLS = frozenset({"run_line_magic", "run_cell_magic"})  # first argument: magic name
 _SHELL_CALLS = _MAGIC_CALLS | {"system", "getoutput"}
+_SCOPES = (
+    *_NAMED_DEFINITIONS,
+    ast.Lambda,
+    ast.ListComp,
+    ast.SetComp,
+    ast.DictComp,
+    ast.GeneratorExp,
+)
 
 
 @dataclass(frozen=True)
@@ -66,9 +74,11 @@ def analyze_cell(
     A name counts as an input when some read of it may happen before the cell binds it:
     a binding inside an ``if`` without ``else``, a loop body or a ``try`` body does not
     shield later reads, because that branch may not run and the value would then come
-    from the namespace. Names that functions defined in the cell read when called count
-    as inputs unless the cell definitely binds them. Over-approximating costs at most a
-    needless miss; missing an input would serve stale results.
+    from the namespace. A global that a function defined in the cell reads when called
+    is an input unless the cell definitely binds it before anything could call that
+    function: before the first statement after the definition that is more than a
+    plain ``def``/``class``, an import or a literal assignment. Over-approximating costs
+    at most a needless miss; missing an input would serve stale results.
 
     Args:
         code: the cell's Python source (after IPython's input transformations).
@@ -88,7 +98,9 @@ def analyze_cell(
     defined: set[str] = set()
     computed: set[str] = set()
     definition_reads: dict[str, set[str]] = {}  # def/class name -> names read to define it
+    bound_before: list[frozenset[str]] = []  # per statement: definitely bound before it runs
     for statement in tree.body:
+        bound_before.append(frozenset(flow.bound))
         reads, binds = flow.statement(statement)
         if not isinstance(statement, _DEFINITIONS):
             computed |= binds
@@ -97,10 +109,14 @@ def analyze_cell(
         defined |= binds
         if reads and isinstance(statement, _NAMED_DEFINITIONS):  # imports read nothing
             definition_reads[statement.name] = reads
-    deferred_reads, global_writes = _function_globals(code)
-    computed |= global_writes
+    bound_before.append(frozenset(flow.bound))
     inputs = dict(flow.inputs)
-    inputs.update(dict.fromkeys(sorted(deferred_reads - flow.bound)))
+    global_writes: set[str] = set()
+    for statement, first_call in zip(tree.body, _first_calls(tree.body), strict=True):
+        deferred_reads, writes = _function_globals(statement)
+        global_writes |= writes
+        inputs.update(dict.fromkeys(sorted(deferred_reads - bound_before[first_call])))
+    computed |= global_writes
     entangled = {
         name: tuple(sorted(reads & computed))
         for name, reads in definition_reads.items()
@@ -415,16 +431,98 @@ class _Flow(ast.NodeVisitor):
             self._conditional -= 1
 
 
-def _function_globals(code: str) -> tuple[set[str], set[str]]:
-    """Globals that function bodies (and lambdas, nested classes...) read, and assign.
+def _first_calls(body: Sequence[ast.stmt]) -> list[int]:
+    """For each statement, the index of the first one from it on that may call a
+    function (``len(body)`` if none does)."""
+    firsts = []
+    first = len(body)
+    for index in reversed(range(len(body))):
+        if not _calls_nothing(body[index]):
+            first = index
+        firsts.append(first)
+    return firsts[::-1]
+
+
+def _calls_nothing(statement: ast.stmt) -> bool:
+    """Whether running this top-level statement cannot call a function of the cell.
+
+    Only such statements may separate a definition from a binding its body reads
+    (``def main(): return helper()`` before ``def helper(): ...``) without that read
+    counting as an input: plain ``def``/``class`` statements, imports, docstrings and
+    literal assignments. Anything with a decorator or a call may run the function.
+    NB. Imports run a module's code, which cannot name the cell's functions.
+    """
+    if isinstance(statement, ast.Import | ast.ImportFrom | ast.Pass):
+        return True
+    if isinstance(statement, ast.Expr):
+        return isinstance(statement.value, ast.Constant)
+    if isinstance(statement, ast.Assign):
+        targets_are_names = all(isinstance(t, ast.Name) for t in statement.targets)
+        return targets_are_names and _is_inert(statement.value)
+    if isinstance(statement, ast.AnnAssign):
+        value = statement.value
+        return (
+            isinstance(statement.target, ast.Name)
+            and _is_inert(statement.annotation, annotation=True)
+            and (value is None or _is_inert(value))
+        )
+    if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef):
+        args = statement.args
+        annotations = [a.annotation for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]]
+        annotations += [a.annotation for a in (args.vararg, args.kwarg) if a is not None]
+        annotations.append(statement.returns)
+        return (
+            not statement.decorator_list
+            and all(_is_inert(d) for d in [*args.defaults, *filter(None, args.kw_defaults)])
+            and all(_is_inert(a, annotation=True) for a in filter(None, annotations))
+        )
+    if isinstance(statement, ast.ClassDef):
+        return (
+            not statement.decorator_list
+            and not statement.keywords
+            and all(_is_inert(base, annotation=True) for base in statement.bases)
+            and all(_calls_nothing(child) for child in statement.body)
+        )
+    return False
+
+
+_LITERAL_NODES = (ast.Constant, ast.Name, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.expr_context)
+_ANNOTATION_NODES = (*_LITERAL_NODES, ast.Attribute, ast.Subscript, ast.BinOp, ast.BitOr)
+
+
+def _is_inert(node: ast.expr, *, annotation: bool = False) -> bool:
+    """Whether evaluating ``node`` runs no user code: literals (``-1`` too) and names,
+    and in annotations and bases also ``mod.Type``, ``list[int]`` and ``A | None``.
+
+    NB. Those annotation forms may reach a ``__class_getitem__`` or a metaclass; that
+    such code calls a function of the cell is not worth the needless misses.
+    """
+    allowed = _ANNOTATION_NODES if annotation else _LITERAL_NODES
+    for child in ast.walk(node):
+        if isinstance(child, ast.UnaryOp):
+            if not isinstance(child.operand, ast.Constant):
+                return False
+        elif isinstance(child, ast.Dict):
+            if None in child.keys:  # {**other} calls other.keys()
+                return False
+        elif not isinstance(child, (*allowed, ast.unaryop)):
+            return False
+    return True
+
+
+def _function_globals(statement: ast.stmt) -> tuple[set[str], set[str]]:
+    """Globals that function bodies (and lambdas, nested classes...) in a top-level
+    statement read, and assign.
 
     The symbol table resolves Python's scoping rules (closures, ``global``, class
-    scopes) exactly; these reads happen whenever the functions are called, so their
-    order relative to the cell's bindings is unknown.
+    scopes) exactly. A top-level statement alone has the same scopes as in the cell,
+    since what encloses it is the module either way.
     """
     reads: set[str] = set()
     writes: set[str] = set()
-    tables = list(symtable.symtable(code, "<cell>", "exec").get_children())
+    if not any(isinstance(n, _SCOPES) for n in ast.walk(statement)):
+        return reads, writes
+    tables = list(symtable.symtable(ast.unparse(statement), "<cell>", "exec").get_children())
     while tables:
         table = tables.pop()
         tables.extend(table.get_children())

@@ -51,6 +51,22 @@ from funcache_ipy.analysis import analyze_cell
             ("main", "helper"),
         ),
         ("def f(v=D):\n    return [v for v in G]\nf()", {"D", "G"}, ("f",)),
+        # a function's reads are inputs unless bound before anything could call it
+        ("def f():\n    return X\ny = f()\nX = 5", {"X"}, ("f", "y", "X")),
+        ("def f():\n    return X\nX = 5\ny = f()", set(), ("f", "X", "y")),
+        (
+            "def f(a: int | None = None) -> list[int]:\n    return X\nX: float = -1\ny = f()",
+            {"int", "list", "float"},
+            ("f", "X", "y"),
+        ),
+        ("def f():\n    return X\nX = g()\ny = f()", {"g", "X"}, ("f", "X", "y")),
+        ("@d\ndef f():\n    return X\nX = 5", {"d", "X"}, ("f", "X")),
+        ("def f(v=g()):\n    return X\nX = 5", {"g", "X"}, ("f", "X")),
+        ("def f():\n    return X\nclass C:\n    v = f()\nX = 5", {"X"}, ("f", "C", "X")),
+        ("class C:\n    def m(self):\n        return X\nc = C()\nX = 1", {"X"}, ("C", "c", "X")),
+        ("f = lambda: X\ny = f()\nX = 1", {"X"}, ("f", "y", "X")),
+        ("if c:\n    def f():\n        return X\nX = 1", {"c", "X"}, ("f", "X")),
+        ("X = 1\ndef f():\n    return X\ny = f()", set(), ("X", "f", "y")),
         ("f = lambda q: q + L", {"L"}, ("f",)),
         (
             "def setup():\n    global model\n    model = load()\nsetup()",

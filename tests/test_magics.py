@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import types
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,6 +146,113 @@ def test_in_place_mutation_of_an_input_is_restored(ip: InteractiveShell) -> None
     assert ip.user_ns["data"] == [1, 2, 3, 4, 4]
 
 
+def test_mutated_input_is_restored_in_place_keeping_aliases(ip: InteractiveShell) -> None:
+    setup = "data = [1, 2]\nholder = {'d': data}"
+    cell = "%%funcache\ntick()\ndata.append(3)\nsame = data\n"
+    run_cell(ip, setup)
+    run_cell(ip, cell)
+    restart(ip)
+    run_cell(ip, setup)
+    run_cell(ip, cell)
+    assert runs() == 1, "same input content: should be a hit"
+    ns = ip.user_ns
+    assert ns["data"] == [1, 2, 3]
+    assert ns["holder"]["d"] is ns["data"], "the hit replaced data instead of updating it"
+    assert ns["same"] is ns["data"], "a name bound to the mutated object must stay an alias"
+
+
+@pytest.mark.parametrize(
+    ("body", "base"),
+    [("v[0] = 7.0", [7.0, 0.0, 0.0, 0.0]), ("v += 7.0", [7.0, 7.0, 0.0, 0.0])],
+)
+def test_mutated_numpy_view_updates_its_base_on_hit(
+    ip: InteractiveShell, body: str, base: list[float]
+) -> None:
+    """``v += 7`` rebinds ``v`` to the same array: that counts as a change in place."""
+    setup = "import numpy as np\na = np.zeros(4)\nv = a[:2]"
+    cell = f"%%funcache\ntick()\n{body}\n"
+    run_cell(ip, setup)
+    run_cell(ip, cell)
+    restart(ip)
+    run_cell(ip, setup)
+    run_cell(ip, cell)
+    assert runs() == 1
+    got = ip.user_ns["a"].tolist()
+    assert got == base, f"expected {base}, got {got} (view restored as a copy)"
+    assert ip.user_ns["v"].base is ip.user_ns["a"]
+
+
+CONFIG = """
+class Config:
+    def __init__(self):
+        self.params = [1]
+        self.extra = [0]
+
+cfg = Config()
+params = cfg.params
+extra = cfg.extra
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "params", "extra"),
+    [
+        ("cfg.params.append(2)", [1, 2], [0]),
+        # a rebound attribute: the old list, still named `extra`, must keep its content
+        ("cfg.extra = [9]\ncfg.params.append(2)", [1, 2], [0]),
+    ],
+)
+def test_mutated_object_is_restored_in_place(
+    ip: InteractiveShell, body: str, params: list[int], extra: list[int]
+) -> None:
+    cell = f"%%funcache\ntick()\n{body}\n"
+    run_cell(ip, CONFIG)
+    run_cell(ip, cell)
+    expected = {n: ip.user_ns[n] for n in ("params", "extra")}
+    expected["cfg"] = dict(vars(ip.user_ns["cfg"]))
+    restart(ip)
+    run_cell(ip, CONFIG)
+    run_cell(ip, "kept = cfg")
+    run_cell(ip, cell)
+    assert runs() == 1
+    ns = ip.user_ns
+    assert ns["kept"] is ns["cfg"]
+    assert vars(ns["cfg"]) == expected["cfg"]
+    assert ns["cfg"].params is ns["params"], "cfg.params no longer is the list named params"
+    assert (ns["params"], ns["extra"]) == (params, extra)
+
+
+def test_list_reordered_by_the_cell_keeps_its_elements_content(ip: InteractiveShell) -> None:
+    """Elements are matched by identity before and after the run, not by position."""
+    setup = "rows = [{'a': 1}, {'a': 2}]\nfirst = rows[0]"
+    cell = "%%funcache\ntick()\nrows.insert(0, {'a': 0})\nrows[2]['a'] = 3\n"
+    run_cell(ip, setup)
+    run_cell(ip, cell)
+    restart(ip)
+    run_cell(ip, setup)
+    run_cell(ip, cell)
+    assert runs() == 1
+    ns = ip.user_ns
+    assert ns["rows"] == [{"a": 0}, {"a": 1}, {"a": 3}]
+    assert ns["first"] is ns["rows"][1] and ns["first"] == {"a": 1}
+
+
+def test_mutated_object_that_cannot_be_updated_in_place_is_rebound(
+    ip: InteractiveShell,
+) -> None:
+    """Slots live outside ``__dict__``: the object is replaced by its stored copy."""
+    setup = "class Slotted:\n    __slots__ = ('v',)\n\ns = Slotted()\ns.v = [1]\nbefore = s"
+    cell = "%%funcache\ntick()\ns.v.append(2)\n"
+    run_cell(ip, setup)
+    run_cell(ip, cell)
+    restart(ip)
+    run_cell(ip, setup)
+    run_cell(ip, cell)
+    assert runs() == 1
+    ns = ip.user_ns
+    assert ns["s"].v == [1, 2] and ns["s"] is not ns["before"]
+
+
 def test_global_mutated_through_a_called_function_is_restored(ip: InteractiveShell) -> None:
     run_cell(ip, "LOG = []\ndef log(item):\n    LOG.append(item)")
     cell = "%%funcache\ntick()\nlog('ran')\n"
@@ -184,6 +292,21 @@ def test_global_read_by_a_function_of_the_cell_is_an_input(ip: InteractiveShell)
     run_cell(ip, cell)
     result = ip.user_ns["result"]
     assert result == 10, f"expected 10, got {result} (stale cache)"
+    assert runs() == 2
+
+
+def test_global_bound_after_a_call_of_the_cells_function_is_an_input(
+    ip: InteractiveShell,
+) -> None:
+    """``f()`` runs before the cell binds ``X``, so it reads ``X`` from the namespace."""
+    cell = "%%funcache\ntick()\ndef f():\n    return X\ny = f()\nX = 5\n"
+    run_cell(ip, "X = 1")
+    run_cell(ip, cell)
+    restart(ip)
+    run_cell(ip, "X = 2")
+    run_cell(ip, cell)
+    y = ip.user_ns["y"]
+    assert y == 2, f"expected 2, got {y} (stale cache)"
     assert runs() == 2
 
 
@@ -240,6 +363,41 @@ def test_module_bound_outside_a_top_level_import_is_reimported(ip: InteractiveSh
     run_cell(ip, cell)
     assert runs() == 1
     assert ip.user_ns["codec"] is sys.modules["json"]
+
+
+def test_import_made_possible_by_the_cell_itself_warns_once(
+    ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A hit re-runs the imports but not ``sys.path.insert``: say what to move, then run."""
+    Path("src").mkdir()
+    Path("src", "fc_local_mod.py").write_text("def load():\n    return [1, 2]\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    cell = "%%funcache --name loader\ntick()\nimport sys\nsys.path.insert(0, 'src')\nimport fc_local_mod\ndata = fc_local_mod.load()\n"
+
+    def run_after_restart() -> list[str]:
+        restart(ip)
+        sys.path.remove("src")
+        del sys.modules["fc_local_mod"]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run_cell(ip, cell)
+        assert ip.user_ns["data"] == [1, 2]
+        return [str(w.message) for w in caught if w.category is FuncacheWarning]
+
+    try:
+        run_cell(ip, cell)
+        first, second = run_after_restart(), run_after_restart()
+    finally:
+        sys.modules.pop("fc_local_mod", None)
+    assert runs() == 3
+    assert len(first) == 1 and "importing fc_local_mod failed" in first[0], first
+    assert "move that into an earlier cell" in first[0]
+    assert second == [], "the warning should show once per session"
+    capsys.readouterr()
+    run_cell(ip, "%funcache explain loader")
+    assert (
+        "re-running its imports failed: No module named 'fc_local_mod'" in capsys.readouterr().out
+    )
 
 
 def test_cached_decorated_function_defined_in_a_cell(ip: InteractiveShell) -> None:
