@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ast
 import collections
+import contextlib
 import copyreg
 import dataclasses
 import importlib
@@ -50,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 from funcache_ipy.analysis import CellAnalysis
+from funcache_ipy.bytecode import summarize_code
 from funcache_ipy.capture import (
     DisplayPublisher,
     Output,
@@ -61,6 +63,7 @@ from funcache_ipy.decorator import is_enabled
 from funcache_ipy.fingerprint import code_hasher, fingerprint_names
 from funcache_ipy.hashing import UnhashableError, hash_value, is_immutable
 from funcache_ipy.keys import Explanation, cell_key, explain_manifests
+from funcache_ipy.origins import find_spec_quietly, is_local_file
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store
 
 __all__ = ["CellCache", "is_cell_entry"]
@@ -140,8 +143,10 @@ class CellCache:
         if not is_enabled():
             return _execute(analysis, namespace, compiler)
         stats = self.stats.setdefault(name, CellStats())
+        code = _whole_code(analysis, compiler)
+        _import_ahead(code)
         try:
-            inputs = fingerprint_names(namespace, set(analysis.inputs) - ignore)
+            inputs = fingerprint_names(namespace, set(analysis.inputs) - ignore, code)
         except UnhashableError as exc:
             stats.misses += 1
             stats.last_key, stats.last_note = None, f"an input cannot be hashed: {exc}"
@@ -275,6 +280,34 @@ class CellCache:
 def is_cell_entry(meta: EntryMeta) -> bool:
     """Whether a store entry was written by ``%%funcache`` (not by a cached function)."""
     return _CODE_LABEL in meta.manifest
+
+
+def _import_ahead(code: types.CodeType) -> None:
+    """Import the local modules the cell imports (also inside its functions) before keying.
+
+    The key covers the code of the local modules a cell imports. Imported first, they are
+    fingerprinted live on every run; otherwise a cell's first run in a kernel would see
+    source files and its second the loaded module, and miss once for nothing. The cell
+    imports them anyway (a hit re-runs its imports), so only the order moves. Libraries
+    are left alone: they count by version whether loaded or not. A failure (``sys.path``
+    changed later in the cell) leaves the key to the source files.
+    """
+    for module_name, level in summarize_code(code).imports:
+        if level or module_name in sys.modules:
+            continue
+        spec = find_spec_quietly(module_name)
+        origin = getattr(spec, "origin", None)
+        if origin and is_local_file(origin):
+            with contextlib.suppress(Exception):  # NB. the cell will show the real error
+                importlib.import_module(module_name)
+
+
+def _whole_code(analysis: CellAnalysis, compiler: Compile) -> types.CodeType:
+    """The cell's code as one module: its imports and ``mod.attr`` uses, for the key."""
+    statements = list(analysis.body)
+    if analysis.result is not None:
+        statements.append(ast.Expr(analysis.result))
+    return compiler(ast.fix_missing_locations(ast.Module(statements, [])), "exec")
 
 
 def _execute(analysis: CellAnalysis, namespace: dict[str, Any], compiler: Compile) -> object:

@@ -148,20 +148,20 @@ def _library_version(top_level: str) -> str:
     """Version of whatever provides a top-level package, cheapest source first.
 
     NB. The full scan of installed distributions costs ~60 ms, which would land on the
-    first hit of every new kernel; the stdlib, ``__version__`` and a distribution named
-    like its package answer almost every case without it.
+    first hit of every new kernel; the stdlib and a distribution named like its package
+    answer almost every case without it.
     """
     if top_level in sys.stdlib_module_names or top_level in sys.builtin_module_names:
         return _PYTHON_VERSION
-    version = getattr(sys.modules.get(top_level), "__version__", None)
-    if isinstance(version, str):
-        return version
     for dist in (top_level, *_distributions_by_package().get(top_level, ())):
         try:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             continue
-    return "unknown"
+    # NB. Last: ``__version__`` exists only once imported, and must not make a loaded and
+    # a not-yet-loaded library count differently.
+    version = getattr(sys.modules.get(top_level), "__version__", None)
+    return version if isinstance(version, str) else "unknown"
 
 
 def library_digest(module_name: str, qualname: str) -> bytes:

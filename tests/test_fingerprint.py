@@ -294,9 +294,11 @@ def test_local_module_edit(shell, tmp_path: Path, edit: str, expect_miss: bool, 
 
 
 def test_installed_library_counts_by_version(shell, monkeypatch: pytest.MonkeyPatch) -> None:
-    import numpy
+    import importlib.metadata
 
     from funcache_ipy import origins
+
+    installed = importlib.metadata.version
 
     run_cell(
         shell,
@@ -304,7 +306,11 @@ def test_installed_library_counts_by_version(shell, monkeypatch: pytest.MonkeyPa
     )
     assert run_cell(shell, "f(4), f(4), f.cache_info().misses") == (2.0, 2.0, 1)
     # A kernel restart after upgrading numpy reads the new version once.
-    monkeypatch.setattr(numpy, "__version__", "0.0.0-upgraded")
+    monkeypatch.setattr(
+        importlib.metadata,
+        "version",
+        lambda dist: "0.0.0-upgraded" if dist == "numpy" else installed(dist),
+    )
     origins._library_version.cache_clear()
     run_cell(shell, "@funcache_ipy.cache\ndef f(x): return float(np.sqrt(x))")
     assert run_cell(shell, "f(4), f.cache_info().misses") == (2.0, 1)
@@ -395,7 +401,10 @@ def test_module_level_resources_do_not_block_caching(shell, tmp_path: Path) -> N
     src = tmp_path / "src"
     _package(src, {"resmod.py": "import threading\n_lock = threading.Lock()\nK = 2\n"})
     run_cell(shell, f"import sys; sys.path.insert(0, {str(src)!r})\n{PRELUDE}import resmod")
-    run_cell(shell, "@funcache_ipy.cache\ndef f(x):\n    mod = resmod  # a bare use: the whole module counts\n    return x * mod.K")
+    run_cell(
+        shell,
+        "@funcache_ipy.cache\ndef f(x):\n    mod = resmod  # a bare use: the whole module counts\n    return x * mod.K",
+    )
     assert run_cell(shell, "f(2), f(2), f.cache_info().hits") == (4, 4, 1)
     run_cell(shell, "resmod.K = 3")
     assert run_cell(shell, "f(2)") == 6

@@ -737,3 +737,40 @@ def test_extension_loads_from_ipython_config(tmp_path: Path) -> None:
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert "quiet: True" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "%%funcache\ntick()\nimport cellmod\ny = cellmod.f(10)\n",
+        "%%funcache\ntick()\nfrom cellmod import f\ny = f(10)\n",
+        "%%funcache\ntick()\ndef g():\n    import cellmod\n    return cellmod.f(10)\ny = g()\n",
+    ],
+    ids=["import", "from-import", "import in a function"],
+)
+def test_local_module_imported_by_the_cell_is_part_of_its_key(
+    ip: InteractiveShell, tmp_path: Path, cell: str
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    module = src / "cellmod.py"
+    module.write_text("import threading\n_lock = threading.Lock()\ndef f(x):\n    return x * 2\n")
+    sys.path.insert(0, str(src))
+    try:
+        run_cell(ip, cell)
+        run_cell(ip, cell)
+        assert runs() == 1, "an unchanged cell must hit on its second run"
+        module.write_text(
+            "import threading\n_lock = threading.Lock()\ndef f(x):\n    return x * 3\n"
+        )
+        sys.modules.pop("cellmod")
+        restart(ip)  # a new kernel imports the edited file
+        run_cell(ip, cell)
+        assert ip.user_ns["y"] == 30, f"expected 30, got {ip.user_ns['y']} (stale cache)"
+        restart(ip)
+        sys.modules.pop("cellmod")
+        run_cell(ip, cell)
+        assert runs() == 2, "after a restart the unchanged module must hit again"
+    finally:
+        sys.path.remove(str(src))
+        sys.modules.pop("cellmod", None)
