@@ -6,19 +6,9 @@ its output shown live *and* recorded (:mod:`funcache_ipy.capture`); one store en
 then holds every name the cell binds, the inputs it mutated in place, what it printed
 and displayed, and its last value. A hit puts all of that back.
 
-An input the cell changed in place without rebinding it (``data.append(3)``,
-``cfg.params.append(2)``, ``view[0] = 7.0``) is restored *into the live object*, so
-other names for it (``holder["d"]``, ``params``, the array a view belongs to) see the
-change too. That works for lists, dicts (``OrderedDict``, ``defaultdict``, ``Counter``),
-sets, bytearrays, numpy arrays of the same shape and dtype, and instances of plain
-Python classes (state in ``__dict__``, no pickling hooks); the objects inside them are
-restored the same way where the run left them in place (matched by identity before
-and after the run, not by position), and as copies where it put new ones or where
-the record stopped (``_SHAPE_SLOTS``, ``_SHAPE_DEPTH``). Anything else (a pandas
-object, an instance with ``__slots__``) is rebound to the stored copy, which breaks
-its aliases. State the cell changes inside classes or modules, or through objects it
-never names (``Registry.items.append(...)``, ``random.seed()``), is not restored: a
-hit leaves it as it was.
+An input the cell changed in place without rebinding it (``data.append(3)``) is
+restored *into the live object*, so its other names see the change too; which
+objects can take that, and what is left alone, is in :mod:`funcache_ipy.restore`.
 
 A hit re-runs the cell's top-level ``import``/``def``/``class`` statements *before*
 unpickling the rest, so stored instances of a cell's classes find them; a cell whose
@@ -35,9 +25,7 @@ imports IPython.
 from __future__ import annotations
 
 import ast
-import collections
 import contextlib
-import copyreg
 import dataclasses
 import importlib
 import io
@@ -46,9 +34,9 @@ import sys
 import time
 import types
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 from funcache_ipy.analysis import CellAnalysis
 from funcache_ipy.bytecode import summarize_code
@@ -64,14 +52,13 @@ from funcache_ipy.fingerprint import code_hasher, fingerprint_names
 from funcache_ipy.hashing import UnhashableError, hash_value, is_immutable
 from funcache_ipy.keys import Explanation, cell_key, explain_manifests
 from funcache_ipy.origins import find_spec_quietly, is_local_file
+from funcache_ipy.restore import Kept, Shapes, find_kept, record_shapes, restore_in_place
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store
 
 __all__ = ["CellCache", "is_cell_entry"]
 
 _CODE_LABEL = "cell code"  # manifest label of the cell's own code
 _NOTICE_NAMES = 6  # names listed in the hit notice before "+N more"
-_SHAPE_SLOTS = 100_000  # container slots recorded before a run, over all mutable inputs
-_SHAPE_DEPTH = 64  # nesting levels recorded (deeper objects are restored as copies)
 
 Compile = Callable[[ast.mod, str], types.CodeType]
 """``compile(tree, mode)`` -> code object; IPython's compiler, with the cell's filename."""
@@ -89,7 +76,7 @@ class _Entry:
     """What one cell run leaves behind; the value stored under the cell's key."""
 
     values: dict[str, object]  # modules as _ModuleRef
-    mutated: dict[str, _Kept]  # names (in values) still on their pre-run object: restored into it
+    mutated: dict[str, Kept]  # names (in values) still on their pre-run object: restored into it
     removed: tuple[str, ...]  # names the cell deleted
     result: object  # the last expression's value (None when hidden by ";")
     outputs: tuple[Output, ...]
@@ -172,7 +159,7 @@ class CellCache:
         stats.last_key, stats.last_manifest = key, manifest
         watched = _mutable_inputs(namespace, analysis, inputs.reached)
         rebound_inputs = [n for n in analysis.inputs if n in analysis.bound and n in namespace]
-        shapes = _shapes(namespace, [*watched, *rebound_inputs])  # rebound: ``arr += 1``
+        shapes = record_shapes(namespace, [*watched, *rebound_inputs])  # rebound: ``arr += 1``
         before = {n: id(value) for n, value in namespace.items()}
         started = time.perf_counter()
         with OutputCapture(publisher) as capture:
@@ -236,17 +223,7 @@ class CellCache:
             }
         except ImportError:
             return None
-        merged: dict[int, tuple[Any, Any]] = {}  # id(live) -> (live, stored) restored into it
-        for var, kept in entry.mutated.items():
-            live = namespace.get(var, MISSING)
-            if live is not MISSING:
-                values[var] = _restore_in_place(live, values[var], kept, merged)
-        # NB. Other names (``same = data``) and the last value may be the very objects
-        # restored in place: they get the live object, so aliases stay aliases.
-        live_of = {id(stored): live for live, stored in merged.values()}
-        for var, value in values.items():
-            if var not in entry.mutated:
-                values[var] = live_of.get(id(value), value)
+        live_of = restore_in_place(namespace, values, entry.mutated)
         namespace.update(values)
         for var in entry.removed:
             namespace.pop(var, None)
@@ -368,7 +345,7 @@ def _collect(
     namespace: dict[str, Any],
     before: dict[str, int],
     watched: dict[str, bytes],
-    shapes: dict[str, tuple[object, _Shape]],
+    shapes: Shapes,
     result: object,
     capture: OutputCapture,
     seconds: float,
@@ -406,195 +383,10 @@ def _collect(
                 "def/class statements can be re-created on a hit"
             )
         values[name] = value
-    memo: dict[int, _Kept] = {}
-    in_place = {
-        n: _kept(values[n], shapes[n][1], memo)
-        for n in values
-        if n in shapes and values[n] is shapes[n][0]  # the object it named before the run
-    }
     removed = tuple(n for n in before if n not in namespace)
-    entry = _Entry(values, in_place, removed, result, capture.outputs, seconds)
+    entry = _Entry(values, find_kept(values, shapes), removed, result, capture.outputs, seconds)
     problem = _unpicklable(entry)
     return (None, problem) if problem is not None else (entry, None)
-
-
-_Shape: TypeAlias = "dict[Any, tuple[object, _Shape]]"
-"""An object's restorable children before a run: slot -> (the child, its own shape)."""
-
-_Kept: TypeAlias = "dict[Any, tuple[Any, _Kept]]"
-"""Slots of an object holding, after the run, a child it held before: slot -> (the
-slot it was in, what that child kept)."""
-
-_Kind = Literal["list", "dict", "set", "bytearray", "array", "object"]
-_DICTS = (dict, collections.OrderedDict, collections.defaultdict, collections.Counter)
-_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class statement made this class
-_OWN_STATE = (
-    *("__slots__", "__getstate__", "__setstate__", "__reduce__", "__reduce_ex__"),
-    *("__getnewargs__", "__getnewargs_ex__"),
-)
-
-
-def _kind(value: object) -> _Kind | None:
-    """How ``value`` can take another object's content in place, if it can."""
-    cls = type(value)
-    if cls is list:
-        return "list"
-    if cls in _DICTS:
-        return "dict"
-    if cls is set:
-        return "set"
-    if cls is bytearray:
-        return "bytearray"
-    numpy = sys.modules.get("numpy")
-    if numpy is not None and cls is numpy.ndarray:
-        return "array"
-    if cls.__flags__ & _HEAPTYPE and _is_plain_class(cls):
-        return "object"
-    return None
-
-
-def _is_plain_class(cls: type) -> bool:
-    """Whether an instance's whole state is its ``__dict__``, pickled as such: Python
-    classes over ``object`` without slots or pickling hooks (pandas objects have them)."""
-    return cls not in copyreg.dispatch_table and all(
-        base is object
-        or (base.__flags__ & _HEAPTYPE and not any(map(vars(base).__contains__, _OWN_STATE)))
-        for base in cls.__mro__
-    )
-
-
-def _slots(value: Any, kind: _Kind | None) -> Iterable[tuple[Any, Any]]:
-    """An object's children, by slot: list index, dict key or attribute name."""
-    if kind == "list":
-        return enumerate(value)
-    if kind == "dict":
-        return dict.items(value)  # NB. order does not matter here
-    if kind == "object":
-        state: dict[str, Any] = vars(value)
-        return state.items()
-    return ()
-
-
-def _child(value: Any, kind: _Kind | None, slot: Any) -> object:
-    """The child in ``slot``, or ``MISSING``."""
-    if kind == "list":
-        return value[slot] if slot < len(value) else MISSING
-    if kind == "dict":
-        return dict.get(value, slot, MISSING)  # NB. not value[slot]: a defaultdict adds it
-    if kind == "object":
-        return vars(value).get(slot, MISSING)
-    return MISSING
-
-
-def _shapes(namespace: Mapping[str, Any], names: Iterable[str]) -> dict[str, tuple[object, _Shape]]:
-    """What some names hold before a run, and which container holds which object, so
-    that the entry can tell what the run left in place (see :func:`_kept`).
-
-    NB. The shapes hold references: an id is only an identity while its object lives.
-    """
-    budget = [_SHAPE_SLOTS]
-    memo: dict[int, _Shape] = {}
-    shapes = {}
-    for name in names:
-        value = namespace[name]
-        if _kind(value) is not None:
-            shapes[name] = (value, _shape(value, memo, budget, _SHAPE_DEPTH))
-    return shapes
-
-
-def _shape(value: object, memo: dict[int, _Shape], budget: list[int], depth: int) -> _Shape:
-    shape = memo.get(id(value))
-    if shape is not None:
-        return shape
-    shape = memo[id(value)] = {}
-    for slot, child in _slots(value, _kind(value) if depth else None):
-        if budget[0] <= 0:
-            break
-        budget[0] -= 1
-        if _kind(child) is not None:
-            shape[slot] = (child, _shape(child, memo, budget, depth - 1))
-    return shape
-
-
-def _kept(value: object, shape: _Shape, memo: dict[int, _Kept]) -> _Kept:
-    """Which children of ``value`` it already held before the run, and where.
-
-    Only those are restored into the live children on a hit (found where they were
-    before: the live namespace has the content the run started from); any other slot
-    gets the stored copy. So after ``rows.insert(0, r)`` each old row is updated in its
-    new place, while ``cfg.params = [9]`` leaves the old list (maybe named elsewhere)
-    alone.
-    """
-    kept = memo.get(id(value))
-    if kept is not None:
-        return kept
-    kept = memo[id(value)] = {}
-    if not shape:
-        return kept
-    slot_before = {id(child): slot for slot, (child, _) in shape.items()}
-    for slot, child in _slots(value, _kind(value)):
-        before = slot_before.get(id(child))
-        if before is not None and shape[before][0] is child:
-            kept[slot] = (before, _kept(child, shape[before][1], memo))
-    return kept
-
-
-def _restore_in_place(
-    live: Any, stored: Any, kept: _Kept, merged: dict[int, tuple[Any, Any]]
-) -> Any:
-    """Give ``live`` the content of ``stored`` and return it; or return ``stored`` if
-    ``live`` cannot take it (another type, an array of another shape, a read-only one).
-
-    Children in the ``kept`` slots are restored into the live children, recursively.
-    ``merged`` records what went where: a live object reached twice takes one content.
-    """
-    kind = _kind(live)
-    if kind is None or type(stored) is not type(live):
-        return stored
-    if id(live) in merged:
-        return live if merged[id(live)][1] is stored else stored
-    if kind == "array" and not (
-        live.shape == stored.shape and live.dtype == stored.dtype and live.flags.writeable
-    ):
-        return stored
-    merged[id(live)] = (live, stored)
-    if kind == "list":
-        live[:] = [v for _, v in _restored_children(live, kind, enumerate(stored), kept, merged)]
-    elif kind == "dict":
-        content = dict(_restored_children(live, kind, stored.items(), kept, merged))
-        live.clear()
-        live.update(content)  # NB. the type's own methods: an OrderedDict keeps its order
-        if isinstance(live, collections.defaultdict):
-            live.default_factory = stored.default_factory
-    elif kind == "object":
-        content = dict(_restored_children(live, kind, vars(stored).items(), kept, merged))
-        vars(live).clear()
-        vars(live).update(content)
-    elif kind == "set":
-        live.clear()
-        live.update(stored)
-    elif kind == "bytearray":
-        live[:] = stored
-    else:
-        live[...] = stored
-    return live
-
-
-def _restored_children(
-    live: object,
-    kind: _Kind,
-    stored: Iterable[tuple[Any, Any]],
-    kept: _Kept,
-    merged: dict[int, tuple[Any, Any]],
-) -> Iterator[tuple[Any, Any]]:
-    """``stored``'s children, with those of the ``kept`` slots restored into ``live``'s."""
-    for slot, value in stored:
-        before, child_kept = kept.get(slot, (MISSING, {}))
-        current = MISSING if before is MISSING else _child(live, kind, before)
-        if current is MISSING:
-            yield slot, value
-        else:
-            yield slot, _restore_in_place(current, value, child_kept, merged)
 
 
 def _unpicklable(entry: _Entry) -> str | None:
