@@ -29,7 +29,7 @@ class CodeSummary:
     global_names: tuple[str, ...]  # loaded globals, in first-use order
     chains: tuple[tuple[str, ...], ...]  # attribute chains rooted at a global: ("np", "linalg")
     bare_names: frozenset[str]  # globals used other than as the root of a chain
-    imports: tuple[tuple[str, int], ...]  # (module, level) imported inside the code
+    imports: tuple[tuple[str, int], ...]  # (module, level) the code imports, maybe submodules
 
 
 _CODE_SUMMARIES: weakref.WeakKeyDictionary[types.CodeType, CodeSummary] = (
@@ -98,8 +98,13 @@ def _build_code_summary(code: types.CodeType) -> CodeSummary:
             names[arg] = None
             current_chain.append(arg)
         elif ins.opname == "IMPORT_NAME":
-            level = recent_constants[0]
-            imports.append((arg, level if isinstance(level, int) else 0))
+            level, fromlist = recent_constants
+            level = level if isinstance(level, int) else 0
+            imports.append((arg, level))
+            # ``from pkg import sub`` may load the submodule pkg.sub (or name an attribute)
+            if isinstance(fromlist, tuple):
+                base = f"{arg}." if arg else ""
+                imports.extend((f"{base}{name}", level) for name in fromlist if name != "*")
     close_chain()
     h.update(repr(code.co_exceptiontable if hasattr(code, "co_exceptiontable") else b"").encode())
     return CodeSummary(h.digest(), tuple(names), tuple(chains), frozenset(bare), tuple(imports))

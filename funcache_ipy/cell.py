@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from funcache_ipy.analysis import CellAnalysis
-from funcache_ipy.bytecode import summarize_code
 from funcache_ipy.capture import (
     DisplayPublisher,
     Output,
@@ -130,8 +129,8 @@ class CellCache:
         if not is_enabled():
             return _execute(analysis, namespace, compiler)
         stats = self.stats.setdefault(name, CellStats())
+        _import_ahead(analysis)
         code = _whole_code(analysis, compiler)
-        _import_ahead(code)
         try:
             inputs = fingerprint_names(namespace, set(analysis.inputs) - ignore, code)
         except UnhashableError as exc:
@@ -259,24 +258,31 @@ def is_cell_entry(meta: EntryMeta) -> bool:
     return _CODE_LABEL in meta.manifest
 
 
-def _import_ahead(code: types.CodeType) -> None:
-    """Import the local modules the cell imports (also inside its functions) before keying.
+def _import_ahead(analysis: CellAnalysis) -> None:
+    """Import the local modules of the cell's leading imports before keying it.
 
     The key covers the code of the local modules a cell imports. Imported first, they are
     fingerprinted live on every run; otherwise a cell's first run in a kernel would see
-    source files and its second the loaded module, and miss once for nothing. The cell
-    imports them anyway (a hit re-runs its imports), so only the order moves. Libraries
-    are left alone: they count by version whether loaded or not. A failure (``sys.path``
-    changed later in the cell) leaves the key to the source files.
+    source files and its second the loaded module, and miss once for nothing. Only
+    imports that nothing but other definitions precede are moved ahead: a cell that sets
+    ``os.environ`` or ``sys.path`` before importing must import what it would import.
+    Libraries are left alone: they count by version whether loaded or not.
     """
-    for module_name, level in summarize_code(code).imports:
-        if level or module_name in sys.modules:
+    for statement in analysis.body:
+        if isinstance(statement, ast.Import):
+            names = [alias.name for alias in statement.names]
+        elif isinstance(statement, ast.ImportFrom) and statement.module and not statement.level:
+            names = [statement.module] + [f"{statement.module}.{a.name}" for a in statement.names]
+        elif isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             continue
-        spec = find_spec_quietly(module_name)
-        origin = getattr(spec, "origin", None)
-        if origin and is_local_file(origin):
-            with contextlib.suppress(Exception):  # NB. the cell will show the real error
-                importlib.import_module(module_name)
+        else:
+            return
+        for module_name in names:
+            spec = None if module_name in sys.modules else find_spec_quietly(module_name)
+            origin = getattr(spec, "origin", None)
+            if origin and is_local_file(origin):
+                with contextlib.suppress(Exception):  # NB. the cell will show the real error
+                    importlib.import_module(module_name)
 
 
 def _whole_code(analysis: CellAnalysis, compiler: Compile) -> types.CodeType:

@@ -374,8 +374,13 @@ def _package(root: Path, layout: dict[str, str]) -> None:
             "import relpkg.a\n@funcache_ipy.cache\ndef g(x): return relpkg.a.f(x)",
             ("relpkg/b.py", "def k(x):\n    return x * 7\n"),
         ),
+        (  # a submodule imported with "from pkg import sub" inside the function
+            {"subpkg/__init__.py": "", "subpkg/sub.py": "def f(x):\n    return x * 2\n"},
+            "@funcache_ipy.cache\ndef g(x):\n    from subpkg import sub\n    return sub.f(x)",
+            ("subpkg/sub.py", "def f(x):\n    return x * 7\n"),
+        ),
     ],
-    ids=["namespace package", "relative import"],
+    ids=["namespace package", "relative import", "from package import submodule"],
 )
 def test_package_edits_seen_after_restart(
     tmp_path: Path, layout: dict[str, str], call: str, edit: tuple[str, str]
