@@ -13,6 +13,13 @@ if numpy was imported already, and importing them here would slow ``import funca
 Functions, classes, modules and code objects are not content: their digest comes from the
 caller's ``code_hasher`` (the code fingerprint of fingerprint.py), so this module stays
 below fingerprint.py in the layering.
+
+Aliasing is part of the value: a container, array or instance met a second time in one
+value is encoded as a back-reference to its first occurrence, so ``[a, a]`` and
+``[a, copy(a)]`` hash apart. Aliasing is observable (mutate ``a`` through one slot), so
+telling them apart can only cost a recomputation, never serve a stale result; and it keeps
+values with many shared references (a figure and its axes) linear instead of
+exponential to hash. Values without shared references encode exactly as before.
 """
 
 from __future__ import annotations
@@ -85,6 +92,10 @@ _PLAIN_LAYOUT = _layout(_Plain)
 # copyreg.__newobj__, as __reduce_ex__(5) names it (typeshed does not declare it).
 _NEWOBJ = _Plain().__reduce_ex__(5)[0]
 
+# NB. Past this length the middle of an error path is elided: a figure's path can run to
+# kilobytes, and the start (where in the argument) and end (the culprit) are what help.
+_PATH_LIMIT = 200
+
 _IMMUTABLE_ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes, type(...), range})
 
 
@@ -137,9 +148,9 @@ def hash_value(obj: object, *, code_hasher: CodeHasher | None = None) -> bytes:
     try:
         walker.feed(obj)
     except Failure as failure:
-        path = "".join(reversed(failure.path))
+        path = _clip("".join(reversed(failure.path)), _PATH_LIMIT)
         name = failure.culprit.__qualname__
-        detail = f": {failure.detail}" if failure.detail else ""
+        detail = f": {_clip(failure.detail, 2 * _PATH_LIMIT)}" if failure.detail else ""
         message = f"cannot hash value{path} of type {name}{detail}"
         raise UnhashableError(message, path=path, type_name=name) from failure.__cause__
     except RecursionError as exc:
@@ -161,6 +172,14 @@ def _encode_flat(values: tuple[Any, ...] | list[Any], tag: bytes) -> bytes | Non
             return None
         parts.append(enc(item))
     return b"".join(parts)
+
+
+def _clip(text: str, limit: int) -> str:
+    """Cut the middle out of ``text`` if longer than ``limit``, keeping both ends."""
+    if len(text) <= limit:
+        return text
+    head = limit // 3
+    return f"{text[:head]}…{text[len(text) - (limit - head - 1) :]}"
 
 
 def _qualified_name(obj: Any) -> str:
@@ -205,19 +224,35 @@ def _slot_names(cls: type) -> list[str]:
 
 
 class Walker:
-    """One traversal: the output stream plus the cycle guard and per-call caches.
+    """One traversal: the output stream plus the cycle guard, the memo and per-call caches.
 
-    Only the *ancestors* of the current item are remembered (id -> depth), so a cycle
-    becomes a back-reference to a depth while a shared sub-value is hashed by content
-    each time: ``[a, a]`` and ``[a, copy(a)]`` hash equal, as a careful user expects.
+    Two kinds of back-reference keep a walk finite and linear. An *ancestor* met again
+    (a cycle) becomes ``@`` + its depth; a finished object met again (a shared reference)
+    becomes ``^`` + its index in the memo, numbered in order of completion. Atoms (scalars,
+    classes, functions, enum members, numpy scalars, stdlib value types, empty tuples) are
+    never memoized: their identity is an accident of interning, not the user's sharing.
     """
 
-    __slots__ = ("arrays", "code_hasher", "out", "slots", "stack", "types")
+    __slots__ = (
+        "arrays",
+        "code_hasher",
+        "kept",
+        "memo",
+        "out",
+        "shareable",
+        "slots",
+        "stack",
+        "types",
+    )
 
     def __init__(self, code_hasher: CodeHasher | None) -> None:
         self.code_hasher = code_hasher
         self.out = bytearray()
         self.stack: dict[int, int] = {}
+        # id -> index in kept; holding the objects keeps their ids from being reused.
+        self.memo: dict[int, int] = {}
+        self.kept: list[object] = []
+        self.shareable: dict[type, bool] = {}
         self.types: dict[type, bytes] = {}
         self.slots: dict[type, list[str]] = {}
         # id -> (array, digest); holding the array keeps its id from being reused.
@@ -230,33 +265,56 @@ class Walker:
         if enc is not None:
             self.out += enc(obj)
             return
+        key = id(obj)
+        memo = self.memo
+        seen = memo.get(key)
+        if seen is not None:
+            self.out += b"^" + pack_len(seen)
+            return
         method = _DISPATCH.get(kind)
         if method is not None and kind not in _MUTABLE:
             method(self, obj)
-            return
-        # Mutable containers and unknown objects can hold themselves: guard them.
-        key = id(obj)
-        stack = self.stack
-        if key in stack:
-            self.out += b"@" + pack_len(stack[key])
-            return
-        stack[key] = len(stack)
-        try:
-            (method or Walker._feed_other)(self, obj)
-        finally:
-            del stack[key]
+        else:
+            # Mutable containers and unknown objects can hold themselves: guard them.
+            stack = self.stack
+            if key in stack:
+                self.out += b"@" + pack_len(stack[key])
+                return
+            stack[key] = len(stack)
+            try:
+                (method or Walker._feed_other)(self, obj)
+            finally:
+                del stack[key]
+        shareable = self.shareable.get(kind)
+        if shareable is None:
+            shareable = self.shareable[kind] = _is_shareable(kind)
+        # NB. Registered once finished, so a cycle still meets the ancestor guard above.
+        if shareable and (kind not in _EMPTY_SINGLETONS or obj):
+            memo[key] = len(self.kept)
+            self.kept.append(obj)
 
     def digest_of(self, obj: Any) -> bytes:
-        """Digest ``obj`` alone (for set members), sharing the cycle guard and caches."""
+        """Digest ``obj`` alone (for set members), sharing the cycle guard and caches.
+
+        NB. What the member adds to the memo is dropped afterwards: members are visited in
+        hash-seed order, so a back-reference from one member into another would make the
+        digests differ between processes. References to objects finished before the set
+        began are fine.
+        """
         enc = SCALARS.get(type(obj))
         if enc is not None:
             return hash_bytes(enc(obj))
         outer, self.out = self.out, bytearray()
+        memo, kept = self.memo, self.kept
+        known = len(kept)
         try:
             self.feed(obj)
             return hash_bytes(self.out)
         finally:
             self.out = outer
+            while len(memo) > known:
+                memo.popitem()  # LIFO: exactly the entries this member added
+            del kept[known:]
 
     def code_ref(self, obj: Any) -> bytes:
         """Reference code: its ``code_hasher`` digest, else its module + qualname."""
@@ -545,3 +603,20 @@ _DISPATCH: dict[type, Callable[[Walker, Any], None]] = {
     **dict.fromkeys(_DICT_VIEW_TYPES, Walker._dict_view),
     **{t: Walker._code for t in _CODE_TYPES},
 }
+
+# Exact types whose identity is part of the value; other _DISPATCH entries are atoms.
+_SHAREABLE_DISPATCH = frozenset(
+    {tuple, frozenset, bytearray, memoryview, types.MappingProxyType, *_MUTABLE}
+)
+# Empty immutable containers may be one interned object: sharing them is no user's doing.
+_EMPTY_SINGLETONS = frozenset({tuple, frozenset})
+
+
+def _is_shareable(kind: type) -> bool:
+    """Tell whether objects of exact type ``kind`` are memoized (see ``Walker``)."""
+    if kind in _DISPATCH:
+        return kind in _SHAREABLE_DISPATCH
+    if issubclass(kind, (type, enum.Enum, *_CODE_TYPES)):
+        return False
+    numpy = sys.modules.get("numpy")
+    return numpy is None or not issubclass(kind, numpy.generic)

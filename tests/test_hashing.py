@@ -320,9 +320,59 @@ def test_memoryview_hashes_content() -> None:
     assert h(memoryview(data)) != h(bytes(data))
 
 
-def test_shared_reference_equals_copies() -> None:
+def test_shared_reference_differs_from_copies() -> None:
+    # Aliasing is observable (part.append(3) shows through both slots), so it is content.
     part = [1, 2]
-    assert h([part, part]) == h([part, list(part)])
+    assert h([part, part]) != h([part, list(part)])
+    assert h([part, part]) == h([[1, 2]] * 2)
+    assert h([part, part]) == h(copy.deepcopy([part, part]))  # deepcopy keeps aliasing
+
+
+def test_sharing_by_interning_is_not_aliasing() -> None:
+    # Instances share their class, OrderedDicts their empty reduce args, enum members and
+    # () are singletons: none of it is the user's aliasing, so the digest predates the memo.
+    value = [Plain(a=1), Plain(a=2), collections.OrderedDict(a=1), collections.OrderedDict(b=2)]
+    value += [Color.RED, Color.RED, (), ()]
+    assert h(value) == "60e2c81b0e57667cc6df9b022a87423d"
+
+
+class Node:
+    def __init__(self, a: Any, b: Any) -> None:
+        self.a, self.b = a, b
+
+
+def _shared_chain(depth: int, leaf: Any = None) -> Node:
+    node = Node(leaf, None)
+    for _ in range(depth):
+        node = Node(node, node)
+    return node
+
+
+def test_shared_references_are_hashed_once() -> None:
+    # Re-walking each shared node took 2**depth steps (seconds at depth 18).
+    assert h(_shared_chain(18)) == h(_shared_chain(18))
+    assert h(_shared_chain(18)) != h(_shared_chain(18, leaf=1))
+    assert h(_shared_chain(18)) != h(_shared_chain(17))
+
+
+class Ranked(Plain):
+    """Hashes (as a set member) by ``rank``, which is not part of its state."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "rank"}
+
+    def __hash__(self) -> int:
+        return int(self.rank)
+
+
+def test_set_members_sharing_a_value_hash_in_any_order() -> None:
+    # Set iteration order follows hash(); member digests must not depend on it.
+    def build(first_rank: int, second_rank: int) -> tuple[Any, ...]:
+        shared = [1]
+        members = {Ranked(v=shared, n=1, rank=first_rank), Ranked(v=shared, n=2, rank=second_rank)}
+        return (members, shared)
+
+    assert h(build(1, 2)) == h(build(2, 1))
 
 
 def test_attribute_assignment_order_is_ignored() -> None:
@@ -483,6 +533,14 @@ def test_cycles_terminate_and_are_deterministic() -> None:
     holder = Plain(s=s)
     s.add(holder)
     assert len(hash_value(s)) == 16
+
+
+def test_shared_cycles_terminate() -> None:
+    loop: list[Any] = [1]
+    loop.append(loop)
+    value = [loop, loop, (loop,), Plain(x=loop)]
+    assert h(value) == h(copy.deepcopy(value))
+    assert h(value) != h([loop, copy.deepcopy(loop), (loop,), Plain(x=loop)])
 
 
 def test_too_deep_nesting_raises_unhashable() -> None:
@@ -664,6 +722,18 @@ def test_unhashable_names_type_and_path() -> None:
     assert info.value.path == "[2]['conn']"
     assert info.value.type_name == "socket"
     assert isinstance(info.value, TypeError)
+
+
+def test_long_error_paths_are_clipped() -> None:
+    value: Any = threading.Lock()
+    for i in range(100):
+        value = {f"key{i}": value}
+    with pytest.raises(UnhashableError) as info:
+        hash_value(value)
+    assert len(info.value.path) <= 200
+    assert info.value.path.startswith("['key99']['key98']")
+    assert info.value.path.endswith("['key1']['key0']")
+    assert len(str(info.value)) < 300
 
 
 def _generator() -> Any:
