@@ -159,7 +159,7 @@ def fingerprint_names(
     modules it uses as ``mod.attr`` count by those attributes only, and modules it
     imports itself count too (live if loaded, else by their source files).
     """
-    walk = Walk("__main__", _guard_hash)
+    walk = Walk("__main__", rehash=None)  # keyed once per run: no guards to check later
     summary = summarize_code(code) if code is not None else None
     inputs = tuple(sorted(set(names)))
     if summary is None:

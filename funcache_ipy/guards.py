@@ -54,7 +54,7 @@ class Guards:
             module stays below it.
     """
 
-    def __init__(self, rehash: Callable[[object], bytes]) -> None:
+    def __init__(self, rehash: Callable[[object], bytes] | None) -> None:
         _watch_function_edits()
         self.rehash = rehash
         self.function_edits = _FUNCTION_EDITS[0]
@@ -84,8 +84,13 @@ class Guards:
         self.dicts.append((get_dict, tuple(current), tuple(current.values())))
 
     def value(self, obj: object) -> None:
-        """Re-hash ``obj`` on every check: it may change in place."""
-        self.values.append((obj, self.rehash(obj)))
+        """Re-hash ``obj`` on every check: it may change in place.
+
+        A one-off walk (a cell's inputs, keyed once per run) passes ``rehash=None`` and
+        never checks its guards, so it skips this second hash of every mutable value.
+        """
+        if self.rehash is not None:
+            self.values.append((obj, self.rehash(obj)))
 
     def freeze(self) -> Guards:
         """Turn the recorded reads into one identity check per namespace."""
@@ -118,7 +123,7 @@ class Guards:
             if tuple(current) != keys or not all(map(operator.is_, current.values(), values)):
                 return False
         rehash = self.rehash
-        return all(rehash(obj) == digest for obj, digest in self.values)
+        return rehash is not None and all(rehash(obj) == digest for obj, digest in self.values)
 
 
 def _identity_check(namespace: Mapping[str, Any], seen: dict[str, object]) -> Callable[[], bool]:

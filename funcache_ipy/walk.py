@@ -76,7 +76,7 @@ class Walk:
         rehash: how the guards re-hash mutable values (see ``Guards``).
     """
 
-    def __init__(self, home_module: str | None, rehash: Callable[[object], bytes]) -> None:
+    def __init__(self, home_module: str | None, rehash: Callable[[object], bytes] | None) -> None:
         self.home = home_module
         self.guards = Guards(rehash)
         self.manifest: dict[str, list[str]] = {}
