@@ -99,11 +99,6 @@ def _entered(obj: object) -> Iterator[bool]:
         busy.discard(id(obj))
 
 
-def fingerprint_function(fn: Callable[..., Any]) -> Fingerprint:
-    """Fingerprint of a function: its code and everything its code reaches."""
-    return Tracker(fn).current()
-
-
 _RECENT_LIMIT = 128
 _recent_trackers: collections.OrderedDict[int, Tracker] = collections.OrderedDict()
 _recent_lock = threading.Lock()
