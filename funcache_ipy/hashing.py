@@ -509,7 +509,9 @@ class Walker:
             if _layout(kind) != _PLAIN_LAYOUT:
                 raise Failure(kind) from exc
             try:
-                state = obj.__getstate__()
+                # NB. object.__getstate__ is new in 3.11; before it, the state is __dict__.
+                getstate = getattr(obj, "__getstate__", None)
+                state = getstate() if getstate is not None else (vars(obj) or None)
             except Exception:
                 raise Failure(kind) from exc
             # What __reduce_ex__(5) gives a plain object: refusing pickling does not

@@ -639,7 +639,8 @@ FRAME_CHANGES: dict[str, Any] = {
     "nullable dtype": lambda df: df.astype({"n": "Int64"}),
     "value": lambda df: df.assign(f=[0.5, 1.5, 2.6]),
     "string value": lambda df: df.assign(s=["a", "b", "d"]),
-    "object dtype": lambda df: df.astype({"s": object}),
+    # pandas 3 infers a str dtype, pandas 2 object: change to whichever it is not
+    "object dtype": lambda df: df.astype({"s": "string" if df.s.dtype == object else object}),
     "row order": lambda df: df.iloc[::-1],
 }
 
