@@ -37,6 +37,26 @@ FILE_ARRAY = np.arange(20_000, dtype=np.float64)  # 160 kB: value file, still in
 BIG_ARRAY = np.arange(300_000, dtype=np.float64)  # 2.4 MB: value file only
 
 
+_reopened: list[Store] = []
+
+
+def reopen(directory: Path) -> Store:
+    """Another Store on the same directory (a new process, as far as the cache can tell).
+
+    Closed after the test: Python 3.13 warns about SQLite connections left to the GC.
+    """
+    store = Store(directory)
+    _reopened.append(store)
+    return store
+
+
+@pytest.fixture(autouse=True)
+def close_reopened() -> Iterator[None]:
+    yield
+    while _reopened:
+        _reopened.pop().close()
+
+
 def meta(name: str = "nb.f") -> EntryMeta:
     return EntryMeta(name, time.time(), 0.5, 0, {"x": ["00ff", "3"]})
 
@@ -121,7 +141,7 @@ def test_round_trip_in_memory_and_from_disk(value: object, isolated_cache: Path)
     store = open_store()
     assert store.set(KEY, value, meta()) is True
     assert same(value, store.get(KEY)), "memory layer returned a different value"
-    assert same(value, Store(isolated_cache).get(KEY)), "disk returned a different value"
+    assert same(value, reopen(isolated_cache).get(KEY)), "disk returned a different value"
 
 
 def test_datetime_data_travels_out_of_band(isolated_cache: Path) -> None:
@@ -130,7 +150,7 @@ def test_datetime_data_travels_out_of_band(isolated_cache: Path) -> None:
     envelope = Sealer(load_secret(secret_path())).seal(stamps, KEY)
     assert len(envelope.stream) < 1024 and sum(b.nbytes for b in envelope.buffers) == stamps.nbytes
     open_store().set(KEY, stamps, meta())
-    loaded = Store(isolated_cache).get(KEY)
+    loaded = reopen(isolated_cache).get(KEY)
     assert isinstance(loaded, np.ndarray) and loaded.dtype == stamps.dtype
     assert loaded.flags.writeable and np.array_equal(loaded, stamps)
 
@@ -148,7 +168,7 @@ def test_mutating_a_result_never_changes_the_next_get(
     array: np.ndarray, fresh: bool, isolated_cache: Path
 ) -> None:
     open_store().set(KEY, {"list": [1, 2], "array": array.copy()}, meta())
-    store = Store(isolated_cache) if fresh else open_store()
+    store = reopen(isolated_cache) if fresh else open_store()
     first = store.get(KEY)
     assert isinstance(first, dict) and first["array"].flags.writeable
     first["list"].append(3)
@@ -170,7 +190,7 @@ def test_mutating_the_original_after_set_does_not_change_the_entry() -> None:
 def test_large_array_comes_back_writable_and_equal(isolated_cache: Path) -> None:
     array = np.random.default_rng(0).random(8 * 2**20)  # 64 MB
     assert open_store().set(KEY, array, meta()) is True
-    loaded = Store(isolated_cache).get(KEY)
+    loaded = reopen(isolated_cache).get(KEY)
     assert isinstance(loaded, np.ndarray)
     assert loaded.flags.writeable and loaded.flags.aligned
     assert np.array_equal(loaded, array)
@@ -214,7 +234,7 @@ def test_evicted_entries_vanish_with_their_metadata(isolated_cache: Path) -> Non
     assert store is not open_store(), "a different size_limit must get its own store"
     for index in range(30):
         store.set(f"k{index:02}", np.full(20_000, index, dtype=np.float64), meta())
-    fresh = Store(isolated_cache)
+    fresh = reopen(isolated_cache)
     kept = {key for key, _ in fresh.entries()}
     assert "k29" in kept and "k00" not in kept, "least recently stored should go first"
     with no_warnings():
@@ -240,7 +260,7 @@ def test_flipped_byte_in_sqlite_value_is_a_warned_miss_and_deleted(isolated_cach
         tampered = bytearray(value)
         tampered[-1] ^= 0x01
         db.execute("UPDATE Cache SET value = ? WHERE key = ?", (bytes(tampered), KEY))
-    store = Store(isolated_cache)
+    store = reopen(isolated_cache)
     record = expect_fault(store)
     assert "authentication failed" in str(record[0].message)
     assert store.meta(KEY) is None, "bad entry was not deleted"
@@ -260,7 +280,7 @@ def test_flipped_byte_in_value_file_is_a_warned_miss(
     open_store().set(KEY, BIG_ARRAY, meta())
     path = value_file(isolated_cache, KEY)
     flip(path, offset)
-    record = expect_fault(Store(isolated_cache))
+    record = expect_fault(reopen(isolated_cache))
     assert reason in str(record[0].message)
     assert not path.exists(), "bad value file was not deleted"
 
@@ -274,8 +294,8 @@ def test_damaged_value_file_is_a_warned_miss(damage: str, isolated_cache: Path) 
         path.unlink()
     else:
         path.write_bytes({"truncate": data[:-100], "extend": data + b"\0", "empty": b""}[damage])
-    expect_fault(Store(isolated_cache))
-    assert Store(isolated_cache).meta(KEY) is None
+    expect_fault(reopen(isolated_cache))
+    assert reopen(isolated_cache).meta(KEY) is None
 
 
 class Exploit:
@@ -298,7 +318,7 @@ def test_diskcache_native_pickle_is_never_unpickled(
     with contextlib.closing(diskcache.Cache(str(isolated_cache))) as plain:
         plain.set(KEY, Exploit(marker, padding))
         plain.set(("tuple", "key"), Exploit(marker, 0))  # a pickled key, for iterkeys()
-    store = Store(isolated_cache)
+    store = reopen(isolated_cache)
     record = expect_fault(store, name="<unknown>")
     assert "pickle" in str(record[0].message)
     assert store.entries() == []
@@ -316,7 +336,7 @@ def test_forged_value_file_name_never_reads_or_deletes_outside_the_cache(
     store.set("other", FILE_ARRAY, meta())
     with database(isolated_cache) as db:
         db.execute("UPDATE Cache SET filename = ?", (str(victim),))
-    fresh = Store(isolated_cache)
+    fresh = reopen(isolated_cache)
     record = expect_fault(fresh)
     assert "not made by diskcache" in str(record[0].message)
     fresh.clear()
@@ -330,7 +350,7 @@ def test_envelope_moved_to_another_key_is_refused(isolated_cache: Path) -> None:
     with database(isolated_cache) as db:
         (value,) = db.execute("SELECT value FROM Cache WHERE key = 'good'").fetchone()
         db.execute("UPDATE Cache SET value = ? WHERE key = ?", (value, KEY))
-    expect_fault(Store(isolated_cache))
+    expect_fault(reopen(isolated_cache))
 
 
 def test_entry_sealed_under_another_secret_key_is_a_miss(
@@ -338,12 +358,12 @@ def test_entry_sealed_under_another_secret_key_is_a_miss(
 ) -> None:
     open_store().set(KEY, [1, 2, 3], meta())
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other-user"))
-    record = expect_fault(Store(isolated_cache))
+    record = expect_fault(reopen(isolated_cache))
     assert "authentication failed" in str(record[0].message)
 
 
 def test_faults_warn_once_per_key(isolated_cache: Path) -> None:
-    store = Store(isolated_cache)
+    store = reopen(isolated_cache)
     for attempt in range(2):
         open_store().set(KEY, FILE_ARRAY, meta())
         value_file(isolated_cache, KEY).write_bytes(b"garbage")
@@ -458,7 +478,7 @@ def test_directory_deleted_under_the_store_is_recreated(isolated_cache: Path) ->
     isolated_cache.rmdir()
     assert store.set(KEY, FILE_ARRAY, meta()) is True
     assert (isolated_cache / ".gitignore").exists()
-    assert np.array_equal(Store(isolated_cache).get(KEY), FILE_ARRAY)
+    assert np.array_equal(reopen(isolated_cache).get(KEY), FILE_ARRAY)
 
 
 def test_secret_key_readable_by_others_warns() -> None:
@@ -564,7 +584,7 @@ def test_two_processes_writing_concurrently_do_not_corrupt(isolated_cache: Path)
         for me in (1, 2)
     ]
     assert [process.wait(timeout=120) for process in processes] == [0, 0]
-    store = Store(isolated_cache)
+    store = reopen(isolated_cache)
     sizes = [10, 20_000, 300_000]
     with no_warnings():
         for j in range(30):
