@@ -60,7 +60,17 @@ def _ndarray(w: Walker, arr: Any, np: Any) -> None:
 
 def _dtype(w: Walker, dtype: Any) -> None:
     # dtype.str alone is "|V16" for every 16-byte record type; descr has the fields.
-    w.feed(dtype.str if dtype.names is None else dtype.descr)
+    if dtype.names is None:
+        w.feed(dtype.str)
+    else:
+        try:
+            w.feed(dtype.descr)
+        except ValueError:  # NB. numpy refuses descr for out-of-order or overlapping fields
+            fields = [(n, dtype.fields[n][0].str, *dtype.fields[n][1:]) for n in dtype.names]
+            w.feed(("fields", fields, dtype.itemsize, dtype.isalignedstruct))
+    if dtype.metadata:  # user metadata (e.g. units) is readable by code
+        w.out += b"d"
+        w.feed(dict(dtype.metadata))
 
 
 def _array_digest(arr: Any, np: Any) -> bytes:
@@ -166,6 +176,10 @@ def _pandas_index(w: Walker, index: Any, pd: Any, where: str) -> None:
             w.feed((index.start, index.stop, index.step))
         else:
             _pandas_values(w, index, pd)
+        freq = getattr(index, "freq", None)  # DatetimeIndex/TimedeltaIndex: code reads it
+        if freq is not None and not isinstance(index, pd.PeriodIndex):
+            w.out += b"q"
+            w.feed(freq.freqstr)
     except Failure as failure:
         failure.path.append(where)
         raise

@@ -645,6 +645,26 @@ FRAME_CHANGES: dict[str, Any] = {
 }
 
 
+def test_index_freq_and_dtype_metadata_count() -> None:
+    days = pd.Series([1, 2], index=pd.date_range("2020", periods=2, freq="D"))
+    no_freq = days.copy()
+    no_freq.index = pd.DatetimeIndex(list(days.index))
+    assert h(days) != h(no_freq)
+    hours = pd.timedelta_range("1h", periods=2, freq="h")
+    assert h(hours) != h(pd.TimedeltaIndex(list(hours)))
+    metres = np.zeros(1, np.dtype("f8", metadata={"unit": "m"}))
+    km = np.zeros(1, np.dtype("f8", metadata={"unit": "km"}))
+    assert h(metres) != h(km) != h(np.zeros(1))
+
+
+def test_structured_dtype_with_out_of_order_fields_hashes() -> None:
+    layout = {"names": ["a", "b"], "formats": ["i4", "f8"], "offsets": [8, 0], "itemsize": 16}
+    swapped = {**layout, "offsets": [0, 8]}
+    x = np.zeros(2, dtype=layout)
+    assert h(x) == h(np.zeros(2, dtype=layout))
+    assert h(x) != h(np.zeros(2, dtype=swapped))
+
+
 @pytest.mark.parametrize("change", FRAME_CHANGES.values(), ids=FRAME_CHANGES.keys())
 def test_frame_changes_detected(change: Any) -> None:
     assert h(frame()) != h(change(frame()))
