@@ -47,8 +47,8 @@ from funcache_ipy.capture import (
     replay_outputs,
 )
 from funcache_ipy.decorator import is_enabled
-from funcache_ipy.fingerprint import code_hasher, fingerprint_names
-from funcache_ipy.hashing import UnhashableError, hash_value, is_immutable
+from funcache_ipy.fingerprint import fingerprint_names, hash_content
+from funcache_ipy.hashing import UnhashableError, is_immutable
 from funcache_ipy.keys import Explanation, cell_key, explain_manifests
 from funcache_ipy.origins import find_spec_quietly, is_local_file
 from funcache_ipy.restore import Kept, Shapes, find_kept, record_shapes, restore_in_place
@@ -321,9 +321,9 @@ def _mutable_inputs(
 
 def _content_digest(value: object) -> bytes:
     try:
-        return hash_value(value, code_hasher=code_hasher)
+        return hash_content(value)
     except UnhashableError:
-        return b""  # NB. compares unequal to any digest: counted as changed, so stored
+        return b""  # NB. unequal to any real digest: counted as changed, so stored
 
 
 def _is_code(value: object) -> bool:

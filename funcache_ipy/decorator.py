@@ -20,8 +20,8 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeVar, overload
 
-from funcache_ipy.fingerprint import Tracker, code_hasher
-from funcache_ipy.hashing import UnhashableError, hash_value
+from funcache_ipy.fingerprint import Tracker, hash_content
+from funcache_ipy.hashing import UnhashableError
 from funcache_ipy.keys import Explanation, call_key, explain_manifests
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store, open_store
 
@@ -262,7 +262,7 @@ class _CachedFunction:
         else:
             values = tuple(self.bound_values(args, kwargs).values())
         try:
-            return hash_value(values, code_hasher=code_hasher)
+            return hash_content(values)
         except UnhashableError:
             self.raise_unhashable_argument(args, kwargs)
             raise
@@ -271,7 +271,7 @@ class _CachedFunction:
         """Re-raise with the culprit parameter named (slow path, only on failure)."""
         for name, value in self.bound_values(args, kwargs).items():
             try:
-                hash_value(value, code_hasher=code_hasher)
+                hash_content(value)
             except UnhashableError as exc:
                 raise UnhashableError(
                     f"cannot hash argument {name!r} of {self.func.__qualname__}() "
@@ -284,7 +284,7 @@ class _CachedFunction:
         manifest = {label: list(entry) for label, entry in self.tracker.current().manifest.items()}
         for name, value in self.bound_values(args, kwargs).items():
             shown = repr(value) if isinstance(value, int | float | str | bool | None) else ""
-            digest = hash_value(value, code_hasher=code_hasher).hex()
+            digest = hash_content(value).hex()
             manifest[f"argument `{name}`"] = [digest, shown if len(shown) <= 60 else ""]
         if self.version is not None:
             manifest["version="] = [self.version, self.version]

@@ -68,7 +68,7 @@ class Tracker:
 
 
 def _walk_root(target: object) -> tuple[Fingerprint, Guards]:
-    walk = Walk(getattr(target, "__module__", None), _guard_hash)
+    walk = Walk(getattr(target, "__module__", None), hash_content)
     label = f"{kind_of(target)} `{display_name(target)}`"
     digest = walk.dependency(target, label)
     walk.manifest.pop(label, None)
@@ -138,8 +138,11 @@ def code_hasher(obj: object) -> bytes:
         return _walk_root(obj)[0].digest
 
 
-def _guard_hash(obj: object) -> bytes:
-    """Hash a mutable value for a guard: code inside it counts by current fingerprint."""
+def hash_content(obj: object) -> bytes:
+    """A value's digest with the functions and classes inside it counted by fingerprint.
+
+    The one way the package hashes arguments, cell inputs and guarded globals.
+    """
     return hash_value(obj, code_hasher=code_hasher)
 
 
