@@ -103,17 +103,6 @@ def test_input_variable_change_misses(ip: InteractiveShell) -> None:
     assert runs() == 2, "reverting the input should hit the first entry again"
 
 
-def test_edited_helper_function_misses(ip: InteractiveShell) -> None:
-    cell = "%%funcache\ntick()\nresult = helper(3)\n"
-    run_cell(ip, "def helper(v):\n    return v + 1")
-    run_cell(ip, cell)
-    run_cell(ip, "def helper(v):\n    return v * 10")
-    run_cell(ip, cell)
-    result = ip.user_ns["result"]
-    assert result == 30, f"expected 30, got {result} (stale cache)"
-    assert runs() == 2
-
-
 @pytest.mark.parametrize(
     ("edited", "hits"),
     [
@@ -274,24 +263,40 @@ def test_deleted_names_are_deleted_on_hit(ip: InteractiveShell) -> None:
     assert ip.user_ns["kept"] == 10
 
 
-def test_name_bound_only_in_a_branch_is_an_input(ip: InteractiveShell) -> None:
-    cell = "%%funcache\ntick()\nif RECOMPUTE:\n    features = [0]\nmodel = sum(features)\n"
-    run_cell(ip, "RECOMPUTE = False\nfeatures = [1, 2]")
-    run_cell(ip, cell)
-    run_cell(ip, "features = [10, 20]")
-    run_cell(ip, cell)
-    model = ip.user_ns["model"]
-    assert model == 30, f"expected 30, got {model} (stale cache)"
+MUST_MISS = {  # setup, cell, edit, name, its fresh value
+    "edited helper function": (
+        "def helper(v):\n    return v + 1",
+        "%%funcache\ntick()\nresult = helper(3)\n",
+        "def helper(v):\n    return v * 10",
+        "result",
+        30,
+    ),
+    "name bound only in a branch is an input": (
+        "RECOMPUTE = False\nfeatures = [1, 2]",
+        "%%funcache\ntick()\nif RECOMPUTE:\n    features = [0]\nmodel = sum(features)\n",
+        "features = [10, 20]",
+        "model",
+        30,
+    ),
+    "global read by a function of the cell is an input": (
+        "FACTOR = 2",
+        "%%funcache\ntick()\ndef scaled(v):\n    return v * FACTOR\nresult = scaled(2)\n",
+        "FACTOR = 5",
+        "result",
+        10,
+    ),
+}
 
 
-def test_global_read_by_a_function_of_the_cell_is_an_input(ip: InteractiveShell) -> None:
-    cell = "%%funcache\ntick()\ndef scaled(v):\n    return v * FACTOR\nresult = scaled(2)\n"
-    run_cell(ip, "FACTOR = 2")
+@pytest.mark.parametrize("case", list(MUST_MISS))
+def test_edit_of_what_the_cell_reads_misses(ip: InteractiveShell, case: str) -> None:
+    setup, cell, edit, name, expected = MUST_MISS[case]
+    run_cell(ip, setup)
     run_cell(ip, cell)
-    run_cell(ip, "FACTOR = 5")
+    run_cell(ip, edit)
     run_cell(ip, cell)
-    result = ip.user_ns["result"]
-    assert result == 10, f"expected 10, got {result} (stale cache)"
+    got = ip.user_ns[name]
+    assert got == expected, f"expected {expected}, got {got} (stale cache)"
     assert runs() == 2
 
 
