@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import time
+import types
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeVar, overload
 
-from funcache_ipy.fingerprint import Tracker, hash_content
-from funcache_ipy.hashing import UnhashableError
+from funcache_ipy.fingerprint import Fingerprint, Tracker, code_hasher
+from funcache_ipy.hashing import UnhashableError, hash_items, hash_value
+from funcache_ipy.hashing_stream import hash_bytes
 from funcache_ipy.keys import Explanation, call_key, explain_manifests
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store, open_store
+from funcache_ipy.walk import shown_value
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -92,7 +96,8 @@ def cache(
     Returns:
         A wrapper with the same name, docstring and signature, plus ``cache_info()``,
         ``cache_clear()``, ``uncached(...)``, ``refresh(...)``, ``explain(...)`` and
-        ``explain_last()``.
+        ``explain_last()``. It pickles as "this function with these options", so worker
+        processes (multiprocessing, joblib, Dask) rebuild it and share its entries.
 
     Raises:
         TypeError: for generator functions (their results are lazy; return a list) or
@@ -100,11 +105,48 @@ def cache(
     """
     if func is None:
         return functools.partial(cache, ignore=ignore, directory=directory, version=version)
-    return _CachedFunction(func, frozenset(ignore), directory, version).wrapper
+    kind = AsyncCachedFunction if inspect.iscoroutinefunction(func) else CachedFunction
+    return kind(func, frozenset(ignore), directory, version)
 
 
-class _CachedFunction:
-    """State and behaviour behind one wrapper; the wrapper itself is a plain function."""
+# The modules a script's functions live in: ``__mp_main__`` is the script re-imported by a
+# multiprocessing "spawn" worker. Both name the same functions.
+_MAIN_MODULES = frozenset({"__main__", "__mp_main__"})
+# The attribute through which the standard pickler finds a wrapped function by name.
+_PICKLED_FUNCTION = "__funcache_function__"
+
+
+class _Call:
+    """What one lookup learned: the key, the stored value or MISSING, and the inputs."""
+
+    __slots__ = ("arguments", "fingerprint", "key", "names", "slices", "store", "value")
+
+    def __init__(
+        self,
+        key: str,
+        fingerprint: Fingerprint,
+        names: tuple[str, ...],
+        arguments: tuple[Any, ...],
+        slices: list[bytes | memoryview],
+    ) -> None:
+        self.key = key
+        self.fingerprint = fingerprint
+        self.names = names
+        self.arguments = arguments
+        self.slices = slices  # each argument's part of the hashed stream
+        self.store: Store | None = None
+        self.value: Any = MISSING
+
+
+class CachedFunction:
+    """What ``@cache`` returns: the function, cached, with its helpers.
+
+    A class rather than a closure so that it pickles as "this function with these
+    options" (``__reduce__``): a worker process rebuilds it, computes the same key, hits
+    what the parent stored and stores what the parent will hit. A pickled closure would
+    carry a copy of this module's globals (a second ``MISSING``) and the guards' snapshot
+    of the whole notebook namespace.
+    """
 
     def __init__(
         self,
@@ -121,216 +163,303 @@ class _CachedFunction:
                 f"cannot cache generator function {qualname}(): its values are produced "
                 "lazily; return a list (or other container) instead"
             )
-        self.func = func
-        self.name = f"{getattr(func, '__module__', None) or '?'}.{qualname}"
-        self.signature = inspect.signature(func)
-        unknown = ignore - set(self.signature.parameters)
+        functools.update_wrapper(self, func)
+        self._func = func
+        module = getattr(func, "__module__", None) or "?"
+        self.cache_name = f"{'__main__' if module in _MAIN_MODULES else module}.{qualname}"
+        self._signature = inspect.signature(func)
+        unknown = ignore - set(self._signature.parameters)
         if unknown:
             raise TypeError(
                 f"ignore= names {sorted(unknown)} that {qualname}() does not have; "
-                f"its parameters are {list(self.signature.parameters)}"
+                f"its parameters are {list(self._signature.parameters)}"
             )
-        self.ignore = ignore
-        self.directory = directory
-        self.version = version
-        self.tracker = Tracker(func)
-        self.hits = 0
-        self.misses = 0
+        self._ignore = ignore
+        self._directory = directory
+        self._version = version
+        self._tracker = Tracker(func)
+        self._hits = 0
+        self._misses = 0
         # (key, manifest) of the latest call; manifest None when it hit
-        self.last: tuple[str, dict[str, list[str]] | None] | None = None
-        kinds = {p.kind for p in self.signature.parameters.values()}
+        self._last: tuple[str, dict[str, list[str]] | None] | None = None
+        kinds = {p.kind for p in self._signature.parameters.values()}
         simple = kinds <= {
             inspect.Parameter.POSITIONAL_ONLY,
             inspect.Parameter.POSITIONAL_OR_KEYWORD,
         }
         # Calls passing every parameter positionally skip signature binding.
-        self.fast_arity = len(self.signature.parameters) if simple and not ignore else -1
-        self.wrapper = self._make_wrapper()
+        self._positional = tuple(self._signature.parameters) if simple and not ignore else None
+        _decorated.add(self)
 
-    # -- the wrapper
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not _enabled:
+            return self._func(*args, **kwargs)
+        call = self._lookup(args, kwargs)
+        if call.value is not MISSING:
+            return call.value
+        manifest = self._manifest(call)
+        started = time.perf_counter()
+        value = self._func(*args, **kwargs)
+        return self._remember(call, manifest, value, started)
 
-    def _make_wrapper(self) -> Callable[..., Any]:
-        func = self.func
-        lookup = self.lookup
-        wrapper: Callable[..., Any]
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        """Bind like a function, so ``@cache`` works on methods."""
+        return self if instance is None else types.MethodType(self, instance)
 
-        if inspect.iscoroutinefunction(func):
+    def __repr__(self) -> str:
+        return f"<cached function {self.cache_name}>"
 
-            async def wrapper(*args: Any, **kwargs: Any) -> Any:
-                if not _enabled:
-                    return await func(*args, **kwargs)
-                key, value, store = lookup(args, kwargs)
-                if value is not MISSING:
-                    return value
-                started = time.perf_counter()
-                value = await func(*args, **kwargs)
-                return self.remember(store, key, value, started, args, kwargs)
+    # -- pickling: rebuilt in the worker, not copied
 
-        else:
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        module = self.__module__
+        if module not in _MAIN_MODULES and _resolve(module, self.__qualname__) is self:
+            return str(self.__qualname__)  # importable: the worker imports it, as lru_cache does
+        options = (self._ignore, self._worker_directory(), self._version, self.__qualname__)
+        return (_rebuild, (self._pickled_function(), *options))
 
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                if not _enabled:
-                    return func(*args, **kwargs)
-                key, value, store = lookup(args, kwargs)
-                if value is not MISSING:
-                    return value
-                started = time.perf_counter()
-                value = func(*args, **kwargs)
-                return self.remember(store, key, value, started, args, kwargs)
+    def _pickled_function(self) -> Callable[..., Any]:
+        """The function in a form both picklers take.
 
-        functools.update_wrapper(wrapper, func)
-        helpers = {
-            "cache_info": self.cache_info,
-            "cache_clear": self.cache_clear,
-            "uncached": func,
-            "refresh": self.refresh,
-            "explain": self.explain,
-            "explain_last": self.explain_last,
-            "cache_name": self.name,
-        }
-        wrapper.__dict__.update(helpers)
-        _decorated.add(wrapper)
-        return wrapper
+        NB. The standard pickler (multiprocessing) stores functions by name; cloudpickle
+        (joblib, Dask, Ray) copies ``__main__``'s by value. By name, ``f`` is this wrapper,
+        not the function, so a twin that shares the function's code, globals and
+        attributes is exposed as ``f.__funcache_function__`` and named that way.
+        """
+        func = self._func
+        name = getattr(func, "__qualname__", None)
+        if not isinstance(func, types.FunctionType) or (
+            name is not None and _resolve(func.__module__, name) is func
+        ):
+            return func
+        twin = types.FunctionType(
+            func.__code__, func.__globals__, func.__name__, func.__defaults__, func.__closure__
+        )
+        twin.__kwdefaults__ = func.__kwdefaults__
+        twin.__dict__ = func.__dict__  # shared, so attributes count the same in the worker
+        twin.__module__ = func.__module__
+        twin.__qualname__ = f"{self.__qualname__}.{_PICKLED_FUNCTION}"
+        twin.__doc__ = func.__doc__
+        twin.__annotations__ = func.__annotations__
+        self.__dict__[_PICKLED_FUNCTION] = twin
+        return twin
 
-    def lookup(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[str, Any, Store | None]:
-        """Key of this call and the stored value (or MISSING); counts the hit or miss."""
-        key = self.key(args, kwargs)
+    def _worker_directory(self) -> str | None:
+        """The parent's resolved cache directory, so workers in another cwd share it."""
         try:
-            store: Store | None = open_store(self.directory)
-        except OSError as exc:  # an unusable cache directory must not stop the computation
-            warnings.warn(f"{exc}; running {self.name} uncached", FuncacheWarning, stacklevel=3)
-            store = None
-        value = MISSING if store is None else store.get(key)
-        if value is MISSING:
-            self.misses += 1
-        else:
-            self.hits += 1
-            self.last = (key, None)
-        return key, value, store
+            return str(open_store(self._directory).directory)
+        except OSError:
+            return self._directory
 
-    def remember(
-        self,
-        store: Store | None,
-        key: str,
-        value: Any,
-        started: float,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+    def __getattr__(self, name: str) -> Any:
+        # NB. Reached only for missing attributes: a spawn worker looking up
+        # ``f.__funcache_function__`` by name before this process pickled anything.
+        if name == _PICKLED_FUNCTION:
+            return self._pickled_function()
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # -- one call
+
+    def _lookup(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call:
+        """Key of this call and the stored value (or MISSING); counts the hit or miss."""
+        call = self._key(args, kwargs)
+        try:
+            call.store = open_store(self._directory)
+        except OSError as exc:  # an unusable cache directory must not stop the computation
+            warnings.warn(
+                f"{exc}; running {self.cache_name} uncached", FuncacheWarning, stacklevel=3
+            )
+        if call.store is not None:
+            call.value = call.store.get(call.key)
+        if call.value is MISSING:
+            self._misses += 1
+        else:
+            self._hits += 1
+            self._last = (call.key, None)
+        return call
+
+    def _remember(
+        self, call: _Call, manifest: dict[str, list[str]], value: Any, started: float
     ) -> Any:
         """Store a freshly computed value; always hand it back, even if storing fails."""
         seconds = time.perf_counter() - started
-        manifest = self.manifest(args, kwargs)
-        self.last = (key, manifest)
-        if store is not None:
-            store.set(key, value, EntryMeta(self.name, time.time(), seconds, 0, manifest))
+        self._last = (call.key, manifest)
+        if call.store is not None:
+            meta = EntryMeta(self.cache_name, time.time(), seconds, 0, manifest)
+            call.store.set(call.key, value, meta)
         return value
 
     # -- keys
 
-    def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    def _key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call:
         try:
-            code = self.tracker.current().digest
+            fingerprint = self._tracker.current()
         except UnhashableError as exc:
             raise UnhashableError(
-                f"{exc} (reached from {self.func.__qualname__}()); pass it as an argument "
+                f"{exc} (reached from {self._func.__qualname__}()); pass it as an argument "
                 "listed in ignore=, or give its class a __getstate__"
             ) from None
-        return call_key(code, self.hash_arguments(args, kwargs), self.version)
+        names = self._positional
+        if names is None or kwargs or len(args) != len(names):
+            bound = self._bound_values(args, kwargs)
+            names, args = tuple(bound), tuple(bound.values())
+        try:
+            digest, slices = hash_items(args, code_hasher=code_hasher)
+        except UnhashableError as exc:
+            raise self._unhashable_argument(names, args, exc) from None
+        key = call_key(fingerprint.digest, digest, self._version)
+        return _Call(key, fingerprint, names, args, slices)
 
-    def bound_values(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _bound_values(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Arguments by parameter name, defaults applied, ignored ones left out.
 
         ``f(1, 2)``, ``f(1, b=2)`` and ``f(1)`` with default ``b=2`` give the same values.
         """
-        bound = self.signature.bind(*args, **kwargs)
+        bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
         values = {}
         for name, value in bound.arguments.items():
-            if name in self.ignore:
+            if name in self._ignore:
                 continue
-            kind = self.signature.parameters[name].kind
+            kind = self._signature.parameters[name].kind
             values[name] = (
                 dict(sorted(value.items())) if kind is inspect.Parameter.VAR_KEYWORD else value
             )
         return values
 
-    def hash_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        if not kwargs and len(args) == self.fast_arity:
-            values: tuple[Any, ...] = args
-        else:
-            values = tuple(self.bound_values(args, kwargs).values())
+    def _unhashable_argument(
+        self, names: tuple[str, ...], args: tuple[Any, ...], exc: UnhashableError
+    ) -> UnhashableError:
+        """The error again, naming the culprit parameter (the path starts at its index)."""
         try:
-            return hash_content(values)
-        except UnhashableError:
-            self.raise_unhashable_argument(args, kwargs)
-            raise
+            index = int(exc.path[1:].partition("]")[0])
+        except ValueError:
+            return exc
+        name, value = names[index], args[index]
+        try:
+            hash_value(value, code_hasher=code_hasher)  # again alone: the path inside it
+        except UnhashableError as inner:
+            exc = inner
+        return UnhashableError(
+            f"cannot hash argument {name!r} of {self._func.__qualname__}() "
+            f"(type {type(value).__name__}): {exc}; pass ignore=[{name!r}] to leave it out "
+            "of the key, or give its class a __getstate__"
+        )
 
-    def raise_unhashable_argument(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Re-raise with the culprit parameter named (slow path, only on failure)."""
-        for name, value in self.bound_values(args, kwargs).items():
-            try:
-                hash_content(value)
-            except UnhashableError as exc:
-                raise UnhashableError(
-                    f"cannot hash argument {name!r} of {self.func.__qualname__}() "
-                    f"(type {type(value).__name__}): {exc}; pass ignore=[{name!r}] to leave "
-                    "it out of the key, or give its class a __getstate__"
-                ) from None
+    def _manifest(self, call: _Call) -> dict[str, list[str]]:
+        """Dependencies and arguments by label, so a later miss can be explained.
 
-    def manifest(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, list[str]]:
-        """Dependencies and arguments by label, so a later miss can be explained."""
-        manifest = {label: list(entry) for label, entry in self.tracker.current().manifest.items()}
-        for name, value in self.bound_values(args, kwargs).items():
-            shown = repr(value) if isinstance(value, int | float | str | bool | None) else ""
-            digest = hash_content(value).hex()
-            manifest[f"argument `{name}`"] = [digest, shown if len(shown) <= 60 else ""]
-        if self.version is not None:
-            manifest["version="] = [self.version, self.version]
+        Built from what the key was computed from, *before* the body runs: nothing after
+        the body may fail, or a computed result would be lost.
+        """
+        manifest = {label: list(entry) for label, entry in call.fingerprint.manifest.items()}
+        for name, value, part in zip(call.names, call.arguments, call.slices, strict=True):
+            manifest[f"argument `{name}`"] = [hash_bytes(part).hex(), shown_value(value)]
+        if self._version is not None:
+            manifest["version="] = [self._version, self._version]
         return manifest
 
     # -- helpers exposed on the wrapper
 
+    @property
+    def uncached(self) -> Callable[..., Any]:
+        """The original function: call it to bypass the cache."""
+        return self._func
+
     def cache_info(self) -> CacheInfo:
         """Hits and misses in this process, entries and bytes stored for this function."""
-        entries = open_store(self.directory).entries(self.name)
-        return CacheInfo(self.hits, self.misses, len(entries), sum(m.size for _, m in entries))
+        entries = open_store(self._directory).entries(self.cache_name)
+        return CacheInfo(self._hits, self._misses, len(entries), sum(m.size for _, m in entries))
 
     def cache_clear(self) -> int:
         """Delete this function's stored entries (all code versions); returns how many."""
-        return open_store(self.directory).clear(self.name)
+        return open_store(self._directory).clear(self.cache_name)
 
     def refresh(self, *args: Any, **kwargs: Any) -> Any:
-        """Recompute this call and overwrite its entry (for ``async`` functions: await it)."""
-        key = self.key(args, kwargs)
-        store = open_store(self.directory)
+        """Recompute this call and overwrite its entry."""
+        call = self._key(args, kwargs)
+        call.store = open_store(self._directory)
+        manifest = self._manifest(call)
         started = time.perf_counter()
-        value = self.func(*args, **kwargs)
-        if inspect.isawaitable(value):
-            return self._refresh_async(store, key, value, started, args, kwargs)
-        return self.remember(store, key, value, started, args, kwargs)
-
-    async def _refresh_async(self, store: Store, key: str, awaitable: Any, *rest: Any) -> Any:
-        return self.remember(store, key, await awaitable, *rest)
+        return self._remember(call, manifest, self._func(*args, **kwargs), started)
 
     def explain(self, *args: Any, **kwargs: Any) -> Explanation:
         """Would this call hit? If not, which dependency or argument differs, and how."""
-        key = self.key(args, kwargs)
-        store = open_store(self.directory)
-        if store.meta(key) is not None:
-            return Explanation(self.name, hit=True)
-        return self._explain_miss(store, key, self.manifest(args, kwargs))
+        call = self._key(args, kwargs)
+        store = open_store(self._directory)
+        if store.meta(call.key) is not None:
+            return Explanation(self.cache_name, hit=True)
+        return self._explain_miss(store, call.key, self._manifest(call))
 
     def explain_last(self) -> Explanation | None:
         """Why the most recent call in this process missed (None before any call)."""
-        if self.last is None:
+        if self._last is None:
             return None
-        key, manifest = self.last
+        key, manifest = self._last
         if manifest is None:
-            return Explanation(self.name, hit=True)
-        return self._explain_miss(open_store(self.directory), key, manifest)
+            return Explanation(self.cache_name, hit=True)
+        return self._explain_miss(open_store(self._directory), key, manifest)
 
     def _explain_miss(self, store: Store, key: str, manifest: dict[str, list[str]]) -> Explanation:
-        others = [meta.manifest for other, meta in store.entries(self.name) if other != key]
-        return Explanation(self.name, hit=False, reasons=tuple(explain_manifests(manifest, others)))
+        others = [meta.manifest for other, meta in store.entries(self.cache_name) if other != key]
+        return Explanation(
+            self.cache_name, hit=False, reasons=tuple(explain_manifests(manifest, others))
+        )
+
+
+class AsyncCachedFunction(CachedFunction):
+    """``@cache`` on an ``async def``: the awaited value is what is cached."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        if sys.version_info >= (3, 12):  # so inspect.iscoroutinefunction(wrapper) holds
+            inspect.markcoroutinefunction(self)
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not _enabled:
+            return await self._func(*args, **kwargs)
+        call = self._lookup(args, kwargs)
+        if call.value is not MISSING:
+            return call.value
+        manifest = self._manifest(call)
+        started = time.perf_counter()
+        value = await self._func(*args, **kwargs)
+        return self._remember(call, manifest, value, started)
+
+    async def refresh(self, *args: Any, **kwargs: Any) -> Any:
+        """Recompute this call and overwrite its entry (await it)."""
+        call = self._key(args, kwargs)
+        call.store = open_store(self._directory)
+        manifest = self._manifest(call)
+        started = time.perf_counter()
+        return self._remember(call, manifest, await self._func(*args, **kwargs), started)
+
+
+def _resolve(module: str, qualname: str) -> object:
+    """What ``module.qualname`` names in this process (None if nothing): pickle's lookup."""
+    obj: object = sys.modules.get(module)
+    for part in qualname.split("."):
+        if obj is None or part == "<locals>":
+            return None
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _rebuild(
+    func: Callable[..., Any],
+    ignore: frozenset[str],
+    directory: str | None,
+    version: str | None,
+    qualname: str,
+) -> CachedFunction:
+    """Unpickle a cached function: this process's own wrapper if it has one, else a new one."""
+    existing = _resolve(getattr(func, "__module__", "") or "", qualname)
+    if isinstance(existing, CachedFunction) and existing.uncached in (
+        func,
+        existing.__dict__.get(_PICKLED_FUNCTION),
+    ):
+        return existing
+    if isinstance(func, types.FunctionType) and func.__qualname__ != qualname:
+        func.__qualname__ = qualname  # a twin copied by value: give it its own name back
+    kind = AsyncCachedFunction if inspect.iscoroutinefunction(func) else CachedFunction
+    return kind(func, ignore, directory, version)

@@ -25,6 +25,7 @@ exponential to hash. Values without shared references encode exactly as before.
 from __future__ import annotations
 
 import collections
+import contextlib
 import copyreg
 import dataclasses
 import datetime
@@ -36,7 +37,7 @@ import pathlib
 import sys
 import types
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from funcache_ipy.hashing_arrays import feed_numpy, feed_pandas
@@ -49,7 +50,7 @@ from funcache_ipy.hashing_stream import (
     short_repr,
 )
 
-__all__ = ["UnhashableError", "hash_value", "is_immutable"]
+__all__ = ["UnhashableError", "hash_items", "hash_value", "is_immutable"]
 
 CodeHasher = Callable[[object], bytes]
 
@@ -145,8 +146,56 @@ def hash_value(obj: object, *, code_hasher: CodeHasher | None = None) -> bytes:
         if flat is not None:
             return hash_bytes(flat)
     walker = Walker(code_hasher)
-    try:
+    with _reported(obj):
         walker.feed(obj)
+    return hash_bytes(walker.out)
+
+
+def hash_items(
+    values: tuple[Any, ...], *, code_hasher: CodeHasher | None = None
+) -> tuple[bytes, list[bytes | memoryview]]:
+    """Digest a tuple as :func:`hash_value` does, keeping each item's slice of the stream.
+
+    One pass serves both a call's key, which needs the whole tuple (so aliasing *between*
+    arguments counts), and explaining a miss, which needs to know which argument changed:
+    ``hash_bytes(slice)`` is an item's digest, taken only when needed. A slice reflects
+    references to earlier items.
+
+    >>> whole, slices = hash_items((1, "a"))
+    >>> whole == hash_value((1, "a")) and hash_bytes(slices[1]) == hash_value("a")
+    True
+    """
+    parts: list[bytes | memoryview] = []
+    for item in values:  # the usual call: scalars only, no walker needed
+        enc = SCALARS.get(type(item))
+        if enc is None:
+            break
+        parts.append(enc(item))
+    else:
+        return hash_bytes(b"(" + pack_len(len(values)) + b"".join(parts)), parts
+    walker = Walker(code_hasher)
+    out = walker.out
+    out += b"(" + pack_len(len(values))
+    bounds = []
+    with _reported(values):
+        for index, item in enumerate(values):
+            start = len(out)
+            try:
+                walker.feed(item)
+            except Failure as failure:
+                failure.path.append(f"[{index}]")
+                raise
+            bounds.append((start, len(out)))
+    view = memoryview(out)
+    parts = [view[start:end] for start, end in bounds]
+    return hash_bytes(out), parts
+
+
+@contextlib.contextmanager
+def _reported(obj: object) -> Iterator[None]:
+    """Turn a walk's internal failures into an :class:`UnhashableError` naming the culprit."""
+    try:
+        yield
     except Failure as failure:
         path = _clip("".join(reversed(failure.path)), _PATH_LIMIT)
         name = failure.culprit.__qualname__
@@ -157,7 +206,6 @@ def hash_value(obj: object, *, code_hasher: CodeHasher | None = None) -> bytes:
         name = type(obj).__qualname__
         message = f"cannot hash value of type {name}: nested deeper than the recursion limit"
         raise UnhashableError(message, type_name=name) from exc
-    return hash_bytes(walker.out)
 
 
 def _encode_flat(values: tuple[Any, ...] | list[Any], tag: bytes) -> bytes | None:

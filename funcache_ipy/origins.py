@@ -127,11 +127,21 @@ def _imported_names(source: bytes, package: str) -> list[str]:
     return names
 
 
-def is_local_code(code: types.CodeType) -> bool:
-    """Where a function's code lives decides whether it is walked (not ``__module__``,
-    which ``functools.wraps`` copies from the wrapped function onto library wrappers).
-    Cells and ``exec``'d code have pseudo file names such as ``<ipython-input-1>``."""
-    filename = code.co_filename
+def is_local_function(fn: types.FunctionType) -> bool:
+    """Whether a function is user code, to be walked, or a library's, named by version.
+
+    Where its code lives decides (not ``__module__``, which ``functools.wraps`` copies
+    from the wrapped function onto library wrappers). Cells and ``exec``'d code have
+    pseudo file names such as ``<ipython-input-1>``.
+
+    NB. cloudpickle names every file it copies code from ``<dynamic-code>``: in a worker,
+    a library function copied by value (IPython's ``open``, whose wrapped name does not
+    resolve) is then told by its module, so the worker keys it as the parent did.
+    """
+    filename = fn.__code__.co_filename
+    if filename == "<dynamic-code>":
+        module = fn.__module__
+        return module not in sys.modules or is_local_module(module)
     return filename.startswith("<") or is_local_file(filename)
 
 

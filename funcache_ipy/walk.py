@@ -22,7 +22,7 @@ import xxhash
 from funcache_ipy.bytecode import CodeSummary, summarize_code
 from funcache_ipy.guards import ABSENT, Guards
 from funcache_ipy.hashing import UnhashableError, hash_value, is_immutable
-from funcache_ipy.origins import is_local_code, is_local_module, library_digest, source_digest
+from funcache_ipy.origins import is_local_function, is_local_module, library_digest, source_digest
 
 # Class-dict entries that describe rather than define behaviour; ``_abc_impl`` is the
 # ABC machinery's private subclass cache (a C object that changes as isinstance runs).
@@ -58,11 +58,26 @@ def display_name(obj: Any) -> str:
     )
 
 
-def _short_repr(obj: object) -> str:
-    if not is_immutable(obj):
+def shown_value(obj: object) -> str:
+    """How a manifest shows a value: its repr when immutable and short, else ``""``.
+
+    NB. Sizes are checked before ``repr``: a 100M-character string would be copied only to
+    be thrown away, and ``repr(10**5000)`` raises (CPython's int-to-str limit).
+    """
+    if not is_immutable(obj) or not _small(obj):
         return ""
     text = repr(obj)
     return text if len(text) <= _MAX_REPR else ""
+
+
+def _small(obj: object) -> bool:
+    if isinstance(obj, str | bytes):
+        return len(obj) <= _MAX_REPR
+    if isinstance(obj, int):
+        return obj.bit_length() <= 4 * _MAX_REPR
+    if isinstance(obj, tuple | frozenset):
+        return len(obj) <= _MAX_REPR and all(map(_small, obj))
+    return True
 
 
 class Walk:
@@ -128,7 +143,7 @@ class Walk:
     # -- kinds
 
     def function(self, fn: types.FunctionType, label: str) -> bytes:
-        if not is_local_code(fn.__code__):
+        if not is_local_function(fn):
             digest = library_digest(fn.__module__ or "?", fn.__qualname__)
             wrapped = _wrapped_of(fn)
             if wrapped is not None:  # a library decorator around user code
@@ -305,7 +320,7 @@ class Walk:
             raise UnhashableError(f"cannot fingerprint {label}: {exc}") from None
         if not is_immutable(obj):
             self.guards.value(obj)
-        return self.record(label, digest, _short_repr(obj))
+        return self.record(label, digest, shown_value(obj))
 
     def code_inside_value(self, obj: object) -> bytes:
         """Functions/classes found inside values (``OPS = {'a': helper}``) are walked too."""
@@ -339,6 +354,8 @@ def kind_of(obj: object) -> str:
         return "class"
     if isinstance(obj, types.ModuleType):
         return "module"
+    if callable(obj) and _wrapped_of(obj) is not None:  # a cached function, an lru_cache
+        return "function"
     return "global"
 
 

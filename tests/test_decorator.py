@@ -216,6 +216,41 @@ def test_off_switch_bypasses_the_cache(capsys) -> None:
     assert runs(capsys) == ["1", "1"] and f.cache_info().entries == 0
 
 
+def test_nothing_after_the_body_can_lose_its_result(capsys) -> None:
+    """Arguments are hashed once, before the call; the manifest comes from that pass."""
+
+    @funcache_ipy.cache
+    def digits(n):
+        print("ran")
+        return len(str(n)) if n < 10**4000 else -1
+
+    huge = 10**5000  # repr() refuses it (int-to-str limit)
+    assert digits(huge) == -1
+    assert digits(huge) == -1
+    assert runs(capsys) == ["ran"]
+    assert digits.explain(huge + 1).reasons == ("argument `n` changed",)
+
+    @funcache_ipy.cache
+    def collect(bag):
+        bag.append(threading.Lock())  # the argument can no longer be hashed after the call
+        return len(bag)
+
+    assert collect([1, 2]) == 3
+    assert collect([1, 2]) == 3, "the entry stored before must hit"
+
+
+def test_explain_names_the_argument_that_changed() -> None:
+    @funcache_ipy.cache
+    def scale(values, factor):
+        return [v * factor for v in values]
+
+    scale([1, 2], 3)
+    scale([1, 2], 4)
+    assert str(scale.explain_last()).splitlines()[1:] == ["  - argument `factor` changed: 3 → 4"]
+    scale([1, 5], 4)
+    assert str(scale.explain_last()).splitlines()[1:] == ["  - argument `values` changed"]
+
+
 def test_unpicklable_result_is_returned_and_warned() -> None:
     @funcache_ipy.cache
     def make_lock(x):
