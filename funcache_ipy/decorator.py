@@ -12,6 +12,7 @@ propagates untouched and is never cached, and a storage fault never loses a resu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import sys
@@ -19,13 +20,14 @@ import time
 import types
 import warnings
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, TypeVar, overload
 
 from funcache_ipy.fingerprint import Fingerprint, Tracker, code_hasher
 from funcache_ipy.hashing import UnhashableError, hash_items, hash_value
 from funcache_ipy.hashing_stream import hash_bytes
 from funcache_ipy.keys import Explanation, call_key, explain_manifests
+from funcache_ipy.lease import lease
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store, open_store
 from funcache_ipy.walk import shown_value
 
@@ -197,10 +199,13 @@ class CachedFunction:
         call = self._lookup(args, kwargs)
         if call.value is not MISSING:
             return call.value
-        manifest = self._manifest(call)
-        started = time.perf_counter()
-        value = self._func(*args, **kwargs)
-        return self._remember(call, manifest, value, started)
+        with self._leased(call):
+            if call.value is not MISSING:
+                return call.value
+            manifest = self._manifest(call)
+            started = time.perf_counter()
+            value = self._func(*args, **kwargs)
+            return self._remember(call, manifest, value, started)
 
     def __get__(self, instance: object, owner: type | None = None) -> Any:
         """Bind like a function, so ``@cache`` works on methods."""
@@ -277,6 +282,30 @@ class CachedFunction:
             self._hits += 1
             self._last = (call.key, None)
         return call
+
+    @contextlib.contextmanager
+    def _leased(self, call: _Call) -> Iterator[None]:
+        """Hold the key's lease while computing; if another process held it, look again.
+
+        Kernels and workers that miss one key at once then compute it once: the others
+        wait, and hit (``call.value`` is set) when the holder has stored it.
+        """
+        if call.store is None:
+            yield
+            return
+
+        def waiting(holder: int | None) -> None:
+            by = f"process {holder}" if holder else "another process"
+            _notice(f"funcache: waiting for {by}, which is computing {self.cache_name}")
+
+        with lease(call.store.directory, call.key, on_wait=waiting) as waited:
+            if waited:
+                call.value = call.store.get(call.key)
+                if call.value is not MISSING:
+                    self._misses -= 1
+                    self._hits += 1
+                    self._last = (call.key, None)
+            yield
 
     def _remember(
         self, call: _Call, manifest: dict[str, list[str]], value: Any, started: float
@@ -421,10 +450,13 @@ class AsyncCachedFunction(CachedFunction):
         call = self._lookup(args, kwargs)
         if call.value is not MISSING:
             return call.value
-        manifest = self._manifest(call)
-        started = time.perf_counter()
-        value = await self._func(*args, **kwargs)
-        return self._remember(call, manifest, value, started)
+        with self._leased(call):
+            if call.value is not MISSING:
+                return call.value
+            manifest = self._manifest(call)
+            started = time.perf_counter()
+            value = await self._func(*args, **kwargs)
+            return self._remember(call, manifest, value, started)
 
     async def refresh(self, *args: Any, **kwargs: Any) -> Any:
         """Recompute this call and overwrite its entry (await it)."""
@@ -433,6 +465,11 @@ class AsyncCachedFunction(CachedFunction):
         manifest = self._manifest(call)
         started = time.perf_counter()
         return self._remember(call, manifest, await self._func(*args, **kwargs), started)
+
+
+def _notice(message: str) -> None:
+    """A one-line status for the user (not a warning: nothing is wrong), on stderr."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def _resolve(module: str, qualname: str) -> object:

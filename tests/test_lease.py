@@ -1,0 +1,86 @@
+"""Concurrent misses of one key compute once; a crashed holder never blocks anyone.
+
+Real processes, each a fresh interpreter like a kernel, call one cached function with a
+slow body; a count file written by the body tells how often it ran.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPT = """
+import os, sys, time
+import funcache_ipy
+
+@funcache_ipy.cache
+def slow(x):
+    with open(os.environ["COUNT_FILE"], "a") as count:
+        count.write(f"{os.getpid()}\\n")
+    time.sleep(float(os.environ["BODY_SECONDS"]))
+    return x * 10
+
+print(slow(int(sys.argv[1])))
+"""
+
+
+@pytest.fixture
+def script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("COUNT_FILE", str(tmp_path / "computed.txt"))
+    path = tmp_path / "slow.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+def starts(tmp_path: Path) -> list[str]:
+    path = tmp_path / "computed.txt"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_processes_missing_one_key_compute_it_once(
+    script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BODY_SECONDS", "1.5")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(12)
+    ]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), [err for _, err in outputs]
+    assert [out.strip() for out, _ in outputs] == [b"40"] * 12, "every process gets the value"
+    assert len(starts(tmp_path)) == 1, (
+        f"12 processes missing one key computed it {len(starts(tmp_path))} times (expected 1)"
+    )
+    waiting = [err for _, err in outputs if b"waiting for process" in err]
+    assert waiting, "waiters say whom they wait for"
+
+
+def test_a_killed_holder_does_not_block_the_next(
+    script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BODY_SECONDS", "600")
+    holder = subprocess.Popen([sys.executable, str(script), "5"], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not starts(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert starts(tmp_path), "the holder never started computing"
+
+    monkeypatch.setenv("BODY_SECONDS", "0")
+    waiter = subprocess.Popen(
+        [sys.executable, str(script), "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    time.sleep(1.0)  # let the waiter find the lease held
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    out, err = waiter.communicate(timeout=60)
+    assert out.strip() == b"50", err
+    assert b"waiting for process" in err
+    assert len(starts(tmp_path)) == 2, "the waiter computed once the holder died"
