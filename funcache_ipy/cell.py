@@ -51,12 +51,24 @@ from funcache_ipy.fingerprint import fingerprint_names, hash_content
 from funcache_ipy.hashing import UnhashableError, is_immutable
 from funcache_ipy.keys import Explanation, cell_key, explain_manifests
 from funcache_ipy.origins import find_spec_quietly, is_local_file
-from funcache_ipy.restore import Kept, Shapes, find_kept, record_shapes, restore_in_place
+from funcache_ipy.restore import (
+    ArrayView,
+    Kept,
+    Shapes,
+    find_kept,
+    find_views,
+    rebuild_views,
+    record_shapes,
+    restore_in_place,
+    views_fit,
+)
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store
 
 __all__ = ["CellCache", "is_cell_entry"]
 
 _CODE_LABEL = "cell code"  # manifest label of the cell's own code
+# In every cell key: entries of an older layout lack what a faithful hit needs (views).
+_ENTRY_FORMAT = "2"
 _NOTICE_NAMES = 6  # names listed in the hit notice before "+N more"
 
 Compile = Callable[[ast.mod, str], types.CodeType]
@@ -76,6 +88,7 @@ class _Entry:
 
     values: dict[str, object]  # modules as _ModuleRef
     mutated: dict[str, Kept]  # names (in values) still on their pre-run object: restored into it
+    views: dict[str, ArrayView]  # arrays (in values) rebuilt as views of another named array
     removed: tuple[str, ...]  # names the cell deleted
     result: object  # the last expression's value (None when hidden by ";")
     outputs: tuple[Output, ...]
@@ -138,7 +151,7 @@ class CellCache:
             stats.last_key, stats.last_note = None, f"an input cannot be hashed: {exc}"
             _warn(f"funcache: cell {name} ran uncached: {exc}", namespace)
             return _execute(analysis, namespace, compiler)
-        key = cell_key(analysis.normalized, inputs.digest)
+        key = cell_key(f"{_ENTRY_FORMAT}:{analysis.normalized}", inputs.digest)
         try:
             store = self.store()
         except OSError as exc:
@@ -222,7 +235,10 @@ class CellCache:
             }
         except ImportError:
             return None
+        if not views_fit(entry.views, values, namespace):
+            return None
         live_of = restore_in_place(namespace, values, entry.mutated)
+        live_of.update(rebuild_views(entry.views, values, namespace))
         namespace.update(values)
         for var in entry.removed:
             namespace.pop(var, None)
@@ -390,7 +406,12 @@ def _collect(
             )
         values[name] = value
     removed = tuple(n for n in before if n not in namespace)
-    entry = _Entry(values, find_kept(values, shapes), removed, result, capture.outputs, seconds)
+    kept = find_kept(values, shapes)
+    stored = {n: v for n, v in values.items() if n not in kept}
+    views, problem = find_views(stored, {n: value for n, (value, _) in shapes.items()})
+    if problem is not None:
+        return None, problem
+    entry = _Entry(values, kept, views, removed, result, capture.outputs, seconds)
     problem = _unpicklable(entry)
     return (None, problem) if problem is not None else (entry, None)
 

@@ -1,0 +1,71 @@
+"""Run All, Restart, Run All: every ``%%funcache`` cell hits and the notebook reads the same.
+
+Public notebooks (the Python Data Science Handbook's numpy and matplotlib chapters)
+were run with every cell under ``%%funcache``; these are the few cells of each case
+where a hit used to differ from the run: a view restored as a copy, figures shown as
+``<Figure size ...>`` text, a figure above ``Out[n]``. Each test compares the hit
+pass's outputs and namespace with the first pass's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from funcache_ipy.demo import HIT_NOTICE, KernelSession
+from tests.kernel_helpers import execute, open_kernel, value
+
+pytestmark = pytest.mark.kernel
+
+_ADDRESS = re.compile(r"0x[0-9a-f]+")
+
+
+@pytest.fixture
+def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
+    with open_kernel(tmp_path) as session:
+        yield session
+
+
+def run_all(kernel: KernelSession, cells: list[str]) -> list[list[tuple[str, Any]]]:
+    """Each cell's outputs in order, as (kind, payload), without the hit notice."""
+    shown = []
+    for cell in cells:
+        run = execute(kernel, cell)
+        outputs: list[tuple[str, Any]] = []
+        for line in run.stdout.splitlines(keepends=True):
+            if not line.startswith(HIT_NOTICE):
+                outputs.append(("stdout", line))
+        for out in run.outputs:  # NB. reprs such as <Line2D at 0x7f...> differ by address
+            text = _ADDRESS.sub("0x?", str(out["data"].get("text/plain", "")))
+            outputs.append((out["output_type"], (sorted(out["data"]), text)))
+        shown.append(outputs)
+    return shown
+
+
+VIEW_CELLS = [
+    "%load_ext funcache_ipy",
+    "%%funcache\nimport numpy as np",
+    "%%funcache\nx2 = np.random.RandomState(0).randint(10, size=(3, 4))",
+    "%%funcache\nx2_sub = x2[:2, :2]",
+    "%%funcache\nx2_sub[0, 0] = 99",
+    "%%funcache\nprint(x2)",
+    "%%funcache\ngrid = np.arange(6).reshape(2, 3)\nrow = grid[1]\nrow[0] = -1\ngrid",
+]
+VIEW_STATE = "x2.tolist(), x2_sub.tolist(), grid.tolist(), np.shares_memory(grid, row)"
+
+
+def test_views_read_the_same_after_restart(kernel: KernelSession) -> None:
+    first = run_all(kernel, VIEW_CELLS)
+    state = value(kernel, VIEW_STATE)
+    assert "99" in first[5][0][1], f"the run itself should print 99: {first[5]}"
+
+    kernel.restart()
+    hit = run_all(kernel, VIEW_CELLS)
+    assert hit == first, f"the hit pass shows other outputs:\n{hit}\n!=\n{first}"
+    assert value(kernel, VIEW_STATE) == state, "the hit pass left another namespace"
+    notices = execute(kernel, "%funcache info").text
+    assert "0 misses" in notices, f"every cell should have hit:\n{notices}"
