@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import functools
 import importlib
 import io
 import pickle
@@ -43,8 +44,9 @@ from funcache_ipy.capture import (
     DisplayPublisher,
     Output,
     OutputCapture,
-    flush_inline_figures,
+    load_figure_backend,
     replay_outputs,
+    show_outputs,
 )
 from funcache_ipy.decorator import is_enabled
 from funcache_ipy.fingerprint import fingerprint_names, hash_content
@@ -125,6 +127,7 @@ class CellCache:
         namespace: dict[str, Any],
         compiler: Compile,
         publisher: DisplayPublisher,
+        after_result: Callable[[Callable[[], None]], None],
         refresh: bool = False,
         quiet: bool = False,
         ignore: frozenset[str] = frozenset(),
@@ -132,6 +135,8 @@ class CellCache:
         """Restore the cell from the cache, or run it and store what it did.
 
         Args:
+            after_result: runs a callback once the cell's value is shown as ``Out[n]``
+                (figures go there, as in a plain run).
             ignore: inputs left out of the key: the shell's own helpers
                 (``get_ipython``), whose identity the shell guarantees.
 
@@ -164,7 +169,8 @@ class CellCache:
                 stats.hits += 1
                 stats.last_key, stats.last_manifest, stats.last_note = key, None, None
                 _announce(entry, analysis, quiet)
-                replay_outputs(entry.outputs, publisher)
+                replay_outputs(entry.outputs, publisher, after_result)
+                load_figure_backend(entry.outputs, [*entry.values.values(), entry.result])
                 return entry.result
         stats.misses += 1
         manifest = {**inputs.manifest, _CODE_LABEL: [analysis.code_digest, ""]}
@@ -176,11 +182,13 @@ class CellCache:
         started = time.perf_counter()
         with OutputCapture(publisher) as capture:
             result = _execute(analysis, namespace, compiler)
-            flush_inline_figures()
+            figures = capture.flush_figures()
         seconds = time.perf_counter() - started
         entry, problem = _collect(
             analysis, namespace, before, watched, shapes, result, capture, seconds
         )
+        if figures:  # NB. shown after Out[n], like the inline backend does
+            after_result(functools.partial(show_outputs, figures, publisher))
         if problem is not None:
             stats.last_note = f"not stored: {problem}"
             _warn(f"funcache: cell {name} was not cached: {problem}", namespace)

@@ -21,7 +21,7 @@ from tests.kernel_helpers import execute, open_kernel, value
 
 pytestmark = pytest.mark.kernel
 
-_ADDRESS = re.compile(r"0x[0-9a-f]+")
+_ADDRESS = re.compile(r"\b0x[0-9a-f]+")
 
 
 @pytest.fixture
@@ -69,3 +69,29 @@ def test_views_read_the_same_after_restart(kernel: KernelSession) -> None:
     assert value(kernel, VIEW_STATE) == state, "the hit pass left another namespace"
     notices = execute(kernel, "%funcache info").text
     assert "0 misses" in notices, f"every cell should have hit:\n{notices}"
+
+
+FIGURE_CELLS = [
+    "%load_ext funcache_ipy",
+    "%%funcache\nimport matplotlib.pyplot as plt\nimport numpy as np",
+    "%%funcache\nfig, ax = plt.subplots()\nax.plot(np.arange(3))",
+    "%%funcache\nax.set_title('three points');",
+    "fig",
+]
+
+
+def test_figures_show_as_images_in_run_order_after_restart(kernel: KernelSession) -> None:
+    pytest.importorskip("matplotlib")
+    first = run_all(kernel, FIGURE_CELLS)
+    plotted = [kind for kind, _ in first[2]]
+    assert plotted == ["execute_result", "display_data"], (
+        f"a run shows Out, then the figure: {first[2]}"
+    )
+    assert "image/png" in first[4][0][1][0], f"the run shows fig as an image: {first[4]}"
+
+    kernel.restart()
+    hit = run_all(kernel, FIGURE_CELLS)
+    assert hit[2] == first[2], f"the figure cell replays otherwise: {hit[2]} != {first[2]}"
+    assert hit[4] == first[4], (
+        f"fig shows as {hit[4]}, not as in the run: {first[4]} (no PNG formatter)"
+    )
