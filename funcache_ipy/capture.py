@@ -225,10 +225,16 @@ def _after_result(output: Output) -> bool:
 
 
 def show_outputs(outputs: Iterable[Output], publisher: DisplayPublisher) -> None:
-    """Show recorded outputs, in their order."""
+    """Show recorded outputs, in their order.
+
+    NB. Each piece of text is flushed before the next: a kernel buffers stdout and
+    stderr apart and would send all of one before the other, losing their order.
+    """
     for output in outputs:
         if isinstance(output, StreamOutput):
-            (sys.stdout if output.name == "stdout" else sys.stderr).write(output.text)
+            stream = sys.stdout if output.name == "stdout" else sys.stderr
+            stream.write(output.text)
+            stream.flush()
             continue
         extra: dict[str, Any] = {}
         if output.transient:

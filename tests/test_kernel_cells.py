@@ -95,3 +95,39 @@ def test_figures_show_as_images_in_run_order_after_restart(kernel: KernelSession
     assert hit[4] == first[4], (
         f"fig shows as {hit[4]}, not as in the run: {first[4]} (no PNG formatter)"
     )
+
+
+def stream_order(kernel: KernelSession, code: str) -> list[tuple[str, str]]:
+    """The stream messages of one cell in the order the frontend gets them.
+
+    NB. ``CellRun`` joins stdout and stderr apart, so this reads the kernel's
+    messages itself.
+    """
+    client = kernel._require_client()
+    msg_id = client.execute(code, store_history=True, allow_stdin=False)
+    chunks = []
+    while True:
+        msg = client.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return chunks
+        if msg["msg_type"] == "stream":
+            lines = msg["content"]["text"].splitlines(keepends=True)
+            text = "".join(line for line in lines if not line.startswith(HIT_NOTICE))
+            if text:
+                chunks.append((msg["content"]["name"], text))
+
+
+def test_stdout_and_stderr_replay_in_their_run_order(kernel: KernelSession) -> None:
+    cell = (
+        "%%funcache\nimport sys\nfor step in range(2):\n"
+        "    print('out', step, flush=True)\n    print('err', step, file=sys.stderr, flush=True)\n"
+    )
+    execute(kernel, "%load_ext funcache_ipy")
+    first = stream_order(kernel, cell)
+    assert [name for name, _ in first] == ["stdout", "stderr"] * 2, first
+    kernel.restart()
+    execute(kernel, "%load_ext funcache_ipy")
+    hit = stream_order(kernel, cell)
+    assert hit == first, f"the hit interleaves stdout and stderr otherwise: {hit} != {first}"
