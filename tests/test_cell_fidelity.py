@@ -162,3 +162,45 @@ def test_input_rebound_to_a_view_of_itself_stays_a_view_of_the_old_array(
     assert runs() == 1, "the second pass should hit"
     ip.user_ns["signal"][1] = -1.0
     assert ip.user_ns["keep"][2] == -1.0, "signal is no longer a view of the array it sliced"
+
+
+# ------------------------------------------------------------------ closed files
+
+
+@pytest.mark.parametrize("mode", ["w", "r", "rb", "ab"])
+def test_file_closed_by_with_is_rebound_as_after_a_run(ip: InteractiveShell, mode: str) -> None:
+    Path("notes.txt").write_text("hello")
+    cell = f"%%funcache\ntick()\nwith open('notes.txt', {mode!r}) as f:\n    pass\n"
+    describe = "(type(f).__name__, f.name, f.mode, f.closed, repr(f))"
+    run_cell(ip, "f = 'an earlier f'")
+    run_cell(ip, cell)
+    ran = run_cell(ip, describe)
+    restart(ip)
+    run_cell(ip, "f = 'an earlier f'")
+    run_cell(ip, cell)
+    assert runs() == 1, "the second run should hit"
+    hit = run_cell(ip, describe)
+    assert hit == ran, f"after a hit f is {hit}, after a run {ran}"
+
+
+def test_other_closed_file_objects_make_the_cell_run(ip: InteractiveShell) -> None:
+    cell = "%%funcache\ntick()\nimport gzip\nwith gzip.open('data.gz', 'wb') as g:\n    g.write(b'x')\n"
+    for _ in range(2):
+        with pytest.warns(FuncacheWarning, match="not cached: `g` is a closed GzipFile"):
+            run_cell(ip, cell)
+    assert runs() == 2
+    assert run_cell(ip, "g.closed") is True
+
+
+# ------------------------------------------------------------------ notices
+
+
+def test_unhashable_input_warning_is_one_short_line(ip: InteractiveShell) -> None:
+    pytest.importorskip("matplotlib")
+    run_cell(ip, "from matplotlib.figure import Figure\nfig = Figure()\nax = fig.subplots()")
+    with pytest.warns(FuncacheWarning) as caught:
+        run_cell(ip, "%%funcache\ntick()\nax.set_title('three points');")
+    message = str(caught[0].message)
+    assert "input `ax` (matplotlib Axes) cannot be hashed" in message, message
+    assert "\n" not in message and len(message) < 200, f"not one short line: {message!r}"
+    assert runs() == 1
