@@ -12,6 +12,7 @@ The publisher is handed in by :mod:`funcache_ipy.magics`; this module never impo
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -23,8 +24,9 @@ __all__ = [
     "Output",
     "OutputCapture",
     "StreamOutput",
-    "flush_inline_figures",
+    "load_figure_backend",
     "replay_outputs",
+    "show_outputs",
 ]
 
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"  # live widget views cannot be replayed
@@ -56,6 +58,7 @@ class DisplayOutput:
     metadata: dict[str, Any]
     transient: dict[str, Any] | None = None
     update: bool = False
+    after_result: bool = False  # a figure the inline backend shows after ``Out[n]``
 
 
 Output = StreamOutput | DisplayOutput
@@ -76,6 +79,7 @@ class OutputCapture:
         self._items: list[DisplayOutput | tuple[str, list[str]]] = []
         self._clear_pending = False
         self._passing_through = False  # the publisher itself is printing: not cell output
+        self._holding_back = False  # recording figures to show after Out[n]: not shown now
         self._saved: dict[str, object] = {}
         self._streams: tuple[TextIO, TextIO] | None = None
 
@@ -99,7 +103,10 @@ class OutputCapture:
             shown = {mime: value for mime, value in data.items() if mime != _WIDGET_MIME}
             if shown:
                 transient, update = kw.get("transient"), bool(kw.get("update", False))
-                self._record(DisplayOutput(shown, dict(metadata or {}), transient, update))
+                held = self._holding_back
+                self._record(DisplayOutput(shown, dict(metadata or {}), transient, update, held))
+            if self._holding_back:
+                return
             with self._pass_through():
                 publish(data, metadata, *a, **kw)
 
@@ -126,6 +133,28 @@ class OutputCapture:
                 setattr(self._publisher, name, self._saved[name])
             else:
                 vars(self._publisher).pop(name, None)
+
+    def flush_figures(self) -> tuple[DisplayOutput, ...]:
+        """Record the pending inline matplotlib figures without showing them yet.
+
+        IPython's inline backend shows them from a ``post_execute`` hook, after the magic
+        has returned and ``Out[n]`` is shown, which would leave them out of the record.
+        So they are flushed into it now, and the caller shows them after ``Out[n]``, as
+        a plain run would: a figure above the cell's value is not what the run showed.
+
+        Returns:
+            The figures, to show once ``Out[n]`` is.
+        """
+        backend = sys.modules.get("matplotlib_inline.backend_inline")
+        if backend is None:
+            return ()
+        recorded = len(self._items)
+        self._holding_back = True
+        try:
+            backend.flush_figures()
+        finally:
+            self._holding_back = False
+        return tuple(o for o in self._items[recorded:] if isinstance(o, DisplayOutput))
 
     def _text(self, stream: str, text: str) -> None:
         if self._passing_through or not text:
@@ -173,11 +202,39 @@ class _Tee:
         return getattr(self._stream, name)
 
 
-def replay_outputs(outputs: Iterable[Output], publisher: DisplayPublisher) -> None:
-    """Show recorded outputs again, in their original order."""
+def replay_outputs(
+    outputs: Iterable[Output],
+    publisher: DisplayPublisher,
+    after_result: Callable[[Callable[[], None]], None],
+) -> None:
+    """Show recorded outputs again as the run showed them.
+
+    Args:
+        after_result: runs a callback once ``Out[n]`` is shown; figures the inline
+            backend showed after it (``DisplayOutput.after_result``) are shown there.
+    """
+    outputs = list(outputs)
+    show_outputs([o for o in outputs if not _after_result(o)], publisher)
+    figures = [o for o in outputs if _after_result(o)]
+    if figures:
+        after_result(functools.partial(show_outputs, figures, publisher))
+
+
+def _after_result(output: Output) -> bool:
+    return isinstance(output, DisplayOutput) and output.after_result
+
+
+def show_outputs(outputs: Iterable[Output], publisher: DisplayPublisher) -> None:
+    """Show recorded outputs, in their order.
+
+    NB. Each piece of text is flushed before the next: a kernel buffers stdout and
+    stderr apart and would send all of one before the other, losing their order.
+    """
     for output in outputs:
         if isinstance(output, StreamOutput):
-            (sys.stdout if output.name == "stdout" else sys.stderr).write(output.text)
+            stream = sys.stdout if output.name == "stdout" else sys.stderr
+            stream.write(output.text)
+            stream.flush()
             continue
         extra: dict[str, Any] = {}
         if output.transient:
@@ -189,12 +246,21 @@ def replay_outputs(outputs: Iterable[Output], publisher: DisplayPublisher) -> No
     sys.stderr.flush()
 
 
-def flush_inline_figures() -> None:
-    """Show pending inline matplotlib figures now, while the output is still captured.
+def load_figure_backend(outputs: Iterable[Output], values: Iterable[object]) -> None:
+    """Set matplotlib's backend up as a run that made figures would have.
 
-    IPython shows them from a ``post_execute`` hook, after the magic has returned, which
-    would leave them out of the stored output; afterwards that hook finds nothing to show.
+    pyplot loads its backend when the first figure is made; the inline backend then
+    registers the formatters that show a ``Figure`` as an image. A hit makes no figure,
+    so without this a later cell showing ``fig`` after a restart printed
+    ``<Figure size ...>``. Done only when pyplot is imported (matplotlib is never
+    imported here) and the cell showed an image or restores a matplotlib object.
     """
-    backend = sys.modules.get("matplotlib_inline.backend_inline")
-    if backend is not None:
-        backend.flush_figures()
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is None:
+        return
+    showed_image = any(
+        isinstance(o, DisplayOutput) and any(m.startswith("image/") for m in o.data)
+        for o in outputs
+    )
+    if showed_image or any(type(v).__module__.startswith("matplotlib.") for v in values):
+        pyplot._get_backend_mod()  # NB. what pyplot itself calls for a first figure

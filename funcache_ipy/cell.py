@@ -27,9 +27,12 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import functools
 import importlib
 import io
+import os
 import pickle
+import re
 import sys
 import time
 import types
@@ -43,21 +46,35 @@ from funcache_ipy.capture import (
     DisplayPublisher,
     Output,
     OutputCapture,
-    flush_inline_figures,
+    load_figure_backend,
     replay_outputs,
+    show_outputs,
 )
 from funcache_ipy.decorator import is_enabled
 from funcache_ipy.fingerprint import fingerprint_names, hash_content
 from funcache_ipy.hashing import UnhashableError, is_immutable
 from funcache_ipy.keys import Explanation, cell_key, explain_manifests
 from funcache_ipy.origins import find_spec_quietly, is_local_file
-from funcache_ipy.restore import Kept, Shapes, find_kept, record_shapes, restore_in_place
+from funcache_ipy.restore import (
+    ArrayView,
+    Kept,
+    Shapes,
+    find_kept,
+    find_views,
+    rebuild_views,
+    record_shapes,
+    restore_in_place,
+    views_fit,
+)
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store
 
 __all__ = ["CellCache", "is_cell_entry"]
 
 _CODE_LABEL = "cell code"  # manifest label of the cell's own code
+# In every cell key: entries of an older layout lack what a faithful hit needs (views).
+_ENTRY_FORMAT = "2"
 _NOTICE_NAMES = 6  # names listed in the hit notice before "+N more"
+_CULPRIT = re.compile(r"cannot fingerprint \w+ `([^`]+)`")  # the input an UnhashableError names
 
 Compile = Callable[[ast.mod, str], types.CodeType]
 """``compile(tree, mode)`` -> code object; IPython's compiler, with the cell's filename."""
@@ -76,6 +93,7 @@ class _Entry:
 
     values: dict[str, object]  # modules as _ModuleRef
     mutated: dict[str, Kept]  # names (in values) still on their pre-run object: restored into it
+    views: dict[str, ArrayView]  # arrays (in values) rebuilt as views of another named array
     removed: tuple[str, ...]  # names the cell deleted
     result: object  # the last expression's value (None when hidden by ";")
     outputs: tuple[Output, ...]
@@ -112,6 +130,7 @@ class CellCache:
         namespace: dict[str, Any],
         compiler: Compile,
         publisher: DisplayPublisher,
+        after_result: Callable[[Callable[[], None]], None],
         refresh: bool = False,
         quiet: bool = False,
         ignore: frozenset[str] = frozenset(),
@@ -119,6 +138,8 @@ class CellCache:
         """Restore the cell from the cache, or run it and store what it did.
 
         Args:
+            after_result: runs a callback once the cell's value is shown as ``Out[n]``
+                (figures go there, as in a plain run).
             ignore: inputs left out of the key: the shell's own helpers
                 (``get_ipython``), whose identity the shell guarantees.
 
@@ -136,9 +157,9 @@ class CellCache:
         except UnhashableError as exc:
             stats.misses += 1
             stats.last_key, stats.last_note = None, f"an input cannot be hashed: {exc}"
-            _warn(f"funcache: cell {name} ran uncached: {exc}", namespace)
+            _warn(f"funcache: cell {name} ran uncached: {_unhashable(exc, namespace)}", namespace)
             return _execute(analysis, namespace, compiler)
-        key = cell_key(analysis.normalized, inputs.digest)
+        key = cell_key(f"{_ENTRY_FORMAT}:{analysis.normalized}", inputs.digest)
         try:
             store = self.store()
         except OSError as exc:
@@ -151,7 +172,8 @@ class CellCache:
                 stats.hits += 1
                 stats.last_key, stats.last_manifest, stats.last_note = key, None, None
                 _announce(entry, analysis, quiet)
-                replay_outputs(entry.outputs, publisher)
+                replay_outputs(entry.outputs, publisher, after_result)
+                load_figure_backend(entry.outputs, [*entry.values.values(), entry.result])
                 return entry.result
         stats.misses += 1
         manifest = {**inputs.manifest, _CODE_LABEL: [analysis.code_digest, ""]}
@@ -163,11 +185,13 @@ class CellCache:
         started = time.perf_counter()
         with OutputCapture(publisher) as capture:
             result = _execute(analysis, namespace, compiler)
-            flush_inline_figures()
+            figures = capture.flush_figures()
         seconds = time.perf_counter() - started
         entry, problem = _collect(
             analysis, namespace, before, watched, shapes, result, capture, seconds
         )
+        if figures:  # NB. shown after Out[n], like the inline backend does
+            after_result(functools.partial(show_outputs, figures, publisher))
         if problem is not None:
             stats.last_note = f"not stored: {problem}"
             _warn(f"funcache: cell {name} was not cached: {problem}", namespace)
@@ -216,13 +240,13 @@ class CellCache:
         if not isinstance(entry, _Entry):
             return None
         try:
-            values = {
-                var: importlib.import_module(value.name) if isinstance(value, _ModuleRef) else value
-                for var, value in entry.values.items()
-            }
+            values = {var: _revive(value) for var, value in entry.values.items()}
         except ImportError:
             return None
+        if not views_fit(entry.views, values, namespace):
+            return None
         live_of = restore_in_place(namespace, values, entry.mutated)
+        live_of.update(rebuild_views(entry.views, values, namespace))
         namespace.update(values)
         for var in entry.removed:
             namespace.pop(var, None)
@@ -251,6 +275,15 @@ class CellCache:
             "every restart.",
             namespace,
         )
+
+
+def _revive(value: object) -> object:
+    """A stored value as the namespace binds it: modules imported, closed files remade."""
+    if isinstance(value, _ModuleRef):
+        return importlib.import_module(value.name)
+    if isinstance(value, _ClosedFile):
+        return value.reopen()
+    return value
 
 
 def is_cell_entry(meta: EntryMeta) -> bool:
@@ -283,6 +316,25 @@ def _import_ahead(analysis: CellAnalysis) -> None:
             if origin and is_local_file(origin):
                 with contextlib.suppress(Exception):  # NB. the cell will show the real error
                     importlib.import_module(module_name)
+
+
+def _unhashable(exc: UnhashableError, namespace: Mapping[str, Any]) -> str:
+    """One line on an input that cannot be hashed: which, of what type, what to do.
+
+    The error itself spells out the path to the culprit, which for a matplotlib
+    ``Axes`` runs to hundreds of characters (``%funcache explain`` still shows it).
+    """
+    match = _CULPRIT.match(str(exc))
+    if match is None or match.group(1) not in namespace:
+        return f"an input cannot be hashed ({str(exc).partition(': ')[0]})"
+    name = match.group(1)
+    kind = type(namespace[name])
+    package = kind.__module__.partition(".")[0]
+    described = kind.__qualname__ if package == "builtins" else f"{package} {kind.__qualname__}"
+    return (
+        f"input `{name}` ({described}) cannot be hashed; to cache this cell, create "
+        f"`{name}` in it, or compute what it needs from `{name}` in an earlier cell"
+    )
 
 
 def _whole_code(analysis: CellAnalysis, compiler: Compile) -> types.CodeType:
@@ -331,8 +383,47 @@ def _is_code(value: object) -> bool:
 
 
 def _is_closed_file(value: object) -> bool:
-    """``with open(...) as f`` leaves ``f`` closed: nothing to restore, and unpicklable."""
+    """``with open(...) as f`` leaves ``f`` closed: unpicklable, restored as ``_ClosedFile``."""
     return isinstance(value, io.IOBase) and value.closed
+
+
+@dataclass(frozen=True)
+class _ClosedFile:
+    """A file of ``open()`` that the cell closed (``with open(path) as f``).
+
+    A run leaves ``f`` bound to the closed file; a hit binds an equivalent one: same
+    type, ``name``, ``mode``, encoding and ``repr``, closed (made by opening and closing
+    ``os.devnull``, so no file is touched). Other closed files (``gzip.open``) cannot be
+    re-created that way, so their cell runs.
+    """
+
+    kind: type
+    name: str | int
+    mode: str
+    encoding: str | None
+
+    @classmethod
+    def of(cls, value: Any) -> _ClosedFile | None:
+        """The record of ``value``, if an equivalent closed file can be made from it."""
+        text = isinstance(value, io.TextIOWrapper)
+        raw = value.buffer.raw if text else getattr(value, "raw", value)
+        if not isinstance(raw, io.FileIO):
+            return None
+        record = cls(type(value), raw.name, value.mode, value.encoding if text else None)
+        return record if type(record.reopen()) is record.kind else None
+
+    def reopen(self) -> Any:
+        """An equivalent file object, closed."""
+        text = self.kind is io.TextIOWrapper
+        mode = self.mode.replace("x", "w")  # NB. os.devnull exists
+        buffering = 0 if self.kind is io.FileIO else -1
+        file: Any = open(os.devnull, mode, buffering, encoding=self.encoding)  # noqa: SIM115
+        file.close()
+        raw = file.buffer.raw if text else getattr(file, "raw", file)
+        raw.name = self.name
+        if text:
+            file.mode = self.mode
+        return file
 
 
 def _defined_but_not_replayed(
@@ -377,9 +468,14 @@ def _collect(
     values: dict[str, object] = {}
     for name in names:
         value = namespace.get(name, MISSING)
-        if value is MISSING or name in analysis.replayed or _is_closed_file(value):
+        if value is MISSING or name in analysis.replayed:
             continue
-        if isinstance(value, types.ModuleType):
+        if _is_closed_file(value):
+            value = _ClosedFile.of(value)
+            if value is None:
+                kind = type(namespace[name]).__name__
+                return None, f"`{name}` is a closed {kind}, which cannot be re-created on a hit"
+        elif isinstance(value, types.ModuleType):
             if sys.modules.get(value.__name__) is not value:
                 return None, f"module `{name}` ({value.__name__}) cannot be imported by name"
             value = _ModuleRef(value.__name__)
@@ -390,7 +486,12 @@ def _collect(
             )
         values[name] = value
     removed = tuple(n for n in before if n not in namespace)
-    entry = _Entry(values, find_kept(values, shapes), removed, result, capture.outputs, seconds)
+    kept = find_kept(values, shapes)
+    stored = {n: v for n, v in values.items() if n not in kept}
+    views, problem = find_views(stored, {n: value for n, (value, _) in shapes.items()})
+    if problem is not None:
+        return None, problem
+    entry = _Entry(values, kept, views, removed, result, capture.outputs, seconds)
     problem = _unpicklable(entry)
     return (None, problem) if problem is not None else (entry, None)
 

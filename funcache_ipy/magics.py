@@ -9,11 +9,12 @@ the caching itself lives in ``cell`` and ``decorator``.
 from __future__ import annotations
 
 import ast
+import functools
 import html
 import os
 import re
 import types
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,7 @@ class FuncacheMagics(Magics):
             namespace=namespace,
             compiler=compile_tree,
             publisher=shell.display_pub,
+            after_result=functools.partial(_after_result, shell),
             refresh=args.refresh,
             quiet=args.quiet or self.quiet,
             ignore=frozenset(helpers),
@@ -326,6 +328,19 @@ class CacheReport:
         summary = "<br>".join(html.escape(line) for line in self.summary())
         table = f"<table><tr>{head}</tr>{rows}</table>" if rows else ""
         return f"<p>{summary}</p>{table}"
+
+
+def _after_result(shell: InteractiveShell, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once, when the cell has finished and ``Out[n]`` is shown.
+
+    NB. After the inline backend's own ``post_execute`` hook, registered earlier.
+    """
+
+    def once() -> None:
+        shell.events.unregister("post_execute", once)
+        callback()
+
+    shell.events.register("post_execute", once)
 
 
 def _current_functions(namespace: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from funcache_ipy.capture import DisplayOutput, OutputCapture, StreamOutput, replay_outputs
+from funcache_ipy.capture import DisplayOutput, OutputCapture, StreamOutput, show_outputs
 
 
 class Publisher:
@@ -76,7 +76,7 @@ def test_replay_shows_outputs_in_order(capsys: pytest.CaptureFixture) -> None:
         DisplayOutput({"text/plain": "updated"}, {}, {"display_id": "d1"}, update=True),
         StreamOutput("stderr", "late\n"),
     ]
-    replay_outputs(outputs, publisher)
+    show_outputs(outputs, publisher)
     assert [kwargs for _, _, kwargs in publisher.shown] == [
         {"transient": {"display_id": "d1"}},
         {"transient": {"display_id": "d1"}, "update": True},
