@@ -165,11 +165,25 @@ def _open_read_only(
                 timeout,
             )
             notice = (
-                f"cannot write to the funcache_ipy cache directory {root.path} ({failure}); "
-                "stored results are served, new ones are not stored"
+                f"cannot write to the funcache_ipy cache directory {root.path} "
+                f"({_why_unwritable(root, failure)}); stored results are served, new ones "
+                "are not stored until it can be written again"
             )
             return Database(cache, False, root.lstat(DATABASE), notice)
     raise failure
+
+
+def _why_unwritable(root: SafeDir, failure: BaseException) -> str:
+    """Say why writing failed in the user's terms; SQLite's own words may be "disk I/O error"."""
+    with contextlib.suppress(OSError):
+        status = os.statvfs(root.path)
+        if status.f_flag & os.ST_RDONLY:
+            return f"read-only file system; SQLite: {failure}"
+        if status.f_bavail == 0 or status.f_favail == 0:
+            return f"the disk is full; SQLite: {failure}"
+    if not os.access(root.path, os.W_OK, effective_ids=os.access in os.supports_effective_ids):
+        return f"the directory is not writable for you; SQLite: {failure}"
+    return str(failure)
 
 
 class _WritableCache(diskcache.Cache):
