@@ -22,12 +22,15 @@ from typing import Final
 
 __all__ = ["SafeDir", "UnsafePath"]
 
+# NB. getattr: these flags do not exist on Windows, where SafeDir refuses to open instead.
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
-_DIRECTORY_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
+_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK: Final = getattr(os, "O_NONBLOCK", 0)
+_DIRECTORY_FLAGS: Final = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
 # NB. O_NONBLOCK: opening a planted FIFO must not hang the kernel (the caller checks S_ISREG).
-_READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
-_CREATE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
-_TOUCH_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+_READ_FLAGS: Final = os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC
+_CREATE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+_TOUCH_FLAGS: Final = os.O_WRONLY | os.O_CREAT | _NOFOLLOW | _NONBLOCK | _CLOEXEC
 # Another process prunes a directory as soon as its last file goes (diskcache does, and so
 # do we), possibly between our mkdir and our create; each retry walks the path afresh.
 _CREATE_ATTEMPTS: Final = 100
@@ -52,8 +55,11 @@ class SafeDir:
         """Open ``path`` (already resolved), creating it (0o700) first if ``create``.
 
         Raises:
-            OSError: it cannot be created or opened, or is not a directory.
+            OSError: it cannot be created or opened, or is not a directory, or this
+                system cannot open files relative to a directory (Windows).
         """
+        if os.open not in os.supports_dir_fd:
+            raise OSError(errno.ENOSYS, "the funcache_ipy cache needs a POSIX system (openat)")
         if create:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
@@ -66,6 +72,10 @@ class SafeDir:
         if self._descriptor >= 0:
             os.close(self._descriptor)
             self._descriptor = -1
+
+    def __del__(self) -> None:
+        with contextlib.suppress(AttributeError, OSError):  # __init__ may have failed
+            self.close()
 
     def stat(self) -> os.stat_result:
         """The directory's own status (mode, owner), from the descriptor."""

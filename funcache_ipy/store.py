@@ -628,13 +628,7 @@ class Store:
                 return
         self._report(
             (action, _cause(exc)),
-            f"{failure}: {exc}; "
-            + (
-                "the result was returned but not cached"
-                if action == "write"
-                else "treated as a miss"
-            )
-            + " (said once per session for this error)",
+            f"{failure}: {exc}; {_CONSEQUENCE[action]} (said once per session for this error)",
         )
 
     def _recover(self, exc: BaseException) -> None:
@@ -698,6 +692,13 @@ def open_store(directory: str | os.PathLike[str] | None = None) -> Store:
                 _stores_by_path[path] = store
             _stores_by_argument[argument] = store
     return store
+
+
+_CONSEQUENCE: Final = {
+    "read": "treated as a miss",
+    "write": "the result was returned but not cached",
+    "clear": "nothing more was deleted",
+}
 
 
 def _sweep_due(root: SafeDir) -> bool:
