@@ -70,8 +70,10 @@ class FuncacheMagics(Magics):
         self.cells = CellCache(self.store)
 
     def store(self) -> Store:
-        """The configured store; ``open_store`` memoizes it, so this is a dict lookup."""
-        return open_store(self.directory, size_limit=self.size_limit)
+        """The configured store, with this limit (shared with ``@cache`` functions using it)."""
+        store = open_store(self.directory)
+        store.size_limit = self.size_limit
+        return store
 
     @observe("directory")
     def _export_directory(self, change: Bunch) -> None:

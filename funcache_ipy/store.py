@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import errno
 import json
 import mmap
 import os
@@ -26,24 +27,38 @@ import sqlite3
 import stat
 import sys
 import threading
+import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Final
+from typing import Final, NamedTuple
 
 import diskcache
 from diskcache.core import MODE_BINARY, MODE_PICKLE, MODE_RAW, UNKNOWN
 
+from funcache_ipy.database import (
+    STORAGE_ERRORS,
+    corruption_notice,
+    is_corruption,
+    move_aside,
+    open_database,
+    referenced_files,
+)
 from funcache_ipy.envelope import CorruptEnvelope, Envelope, Sealer, load_secret, secret_path
+from funcache_ipy.safedir import SafeDir, UnsafePath
 
 __all__ = [
     "DEFAULT_DIRECTORY",
     "DEFAULT_SIZE_LIMIT",
     "ENV_VAR",
     "MISSING",
+    "ORPHAN_GRACE",
+    "SWEEP_INTERVAL",
     "EntryMeta",
     "FuncacheWarning",
+    "Orphans",
     "Store",
     "open_store",
 ]
@@ -60,9 +75,14 @@ _PREALLOCATE = sys.platform == "linux"
 _HOT_ENTRY_LIMIT = 2**20
 _HOT_TOTAL_LIMIT = 64 * 2**20
 _TIMEOUT = 10.0  # seconds to wait for SQLite's write lock before giving up on a write
-_VALUE_FILE = re.compile(r"[0-9a-f]{2}[/\\][0-9a-f]{2}[/\\][0-9a-f]{28}\.val")
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
-_OPEN_FLAGS |= getattr(os, "O_NONBLOCK", 0)
+# A value file is written before its row, so one without a row may be a write in progress
+# (mtime is its last write): only files older than this count as a killed store's orphans.
+ORPHAN_GRACE: Final = 10 * 60.0
+# Looking for orphans walks the whole tree, so a store opening does it at most this often
+# (stamped in _SWEEP_STAMP's mtime); clear() always does.
+SWEEP_INTERVAL: Final = 6 * 3600.0
+_SWEEP_STAMP: Final = "orphans-swept"
+_VALUE_FILE = re.compile(r"[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{28}\.val")
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
@@ -99,15 +119,15 @@ class _VanishedValue(_CorruptEntry):
     """The row's value file is gone: tampering, or a concurrent overwrite or delete."""
 
 
-_STORAGE_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
-
-
 class _EnvelopeDisk(diskcache.Disk):
     """A ``Disk`` that stores only envelopes and never unpickles anything.
 
-    It also validates the value-file names found in the database before opening or
-    deleting them: a forged row could otherwise name ``~/.bashrc`` and have it removed.
+    Value files are reached through :attr:`root` only, one link-free component at a time,
+    and only under names diskcache could have generated: a forged row, or a symlinked
+    sub-directory, could otherwise make it read, overwrite or delete ``~/.bashrc``.
     """
+
+    root: SafeDir  # set on the per-store subclass made by :func:`_disk_for`
 
     def put(self, key: object) -> tuple[str, bool]:
         """Keys are strings: SQLite would equate ``1`` and ``1.0``; others are pickled."""
@@ -127,8 +147,9 @@ class _EnvelopeDisk(diskcache.Disk):
             raise TypeError(f"funcache_ipy stores envelopes only, not {type(value).__name__}")
         if value.size < self.min_file_size:
             return 0, MODE_RAW, None, sqlite3.Binary(b"".join(value.parts))
-        filename, full_path = self.filename(key, value)
-        _write_parts(full_path, value.parts, value.size)
+        filename, _ = self.filename(key, value)
+        filename = filename.replace(os.sep, "/")
+        _write_parts(self.root, filename, value.parts, value.size)
         return value.size, MODE_BINARY, filename, None
 
     def fetch(
@@ -147,59 +168,61 @@ class _EnvelopeDisk(diskcache.Disk):
         if mode == MODE_BINARY and value is None and filename is not None:
             if not _VALUE_FILE.fullmatch(filename):
                 raise _CorruptEntry(f"value file name {filename!r} was not made by diskcache")
-            return _read_file(os.path.join(self._directory, filename))
+            return _read_file(self.root, filename)
         if mode == MODE_PICKLE:
             raise _CorruptEntry("diskcache pickle written by someone else; not unpickled")
         raise _CorruptEntry(f"not a funcache_ipy entry (diskcache mode {mode})")
 
     def remove(self, file_path: str) -> None:
-        """Delete a value file, but only one whose name diskcache could have generated."""
+        """Delete a value file (and the directories it empties), if diskcache named it."""
         if _VALUE_FILE.fullmatch(file_path):
-            super().remove(file_path)
+            with contextlib.suppress(OSError):  # gone already, or a link on the way: left alone
+                self.root.remove_file(file_path)
 
 
-def _write_parts(full_path: str, parts: tuple[bytes | memoryview, ...], size: int) -> None:
+def _disk_for(root: SafeDir) -> type[_EnvelopeDisk]:
+    """An :class:`_EnvelopeDisk` class bound to ``root`` (diskcache builds its Disk itself)."""
+    return type("_EnvelopeDisk", (_EnvelopeDisk,), {"root": root})
+
+
+def _write_parts(
+    root: SafeDir, filename: str, parts: tuple[bytes | memoryview, ...], size: int
+) -> None:
     """Write ``parts`` to a new file one by one, so no joined copy of a large value exists.
 
-    NB. Another process's ``Disk.remove`` prunes empty sub-directories, possibly between
-    our ``makedirs`` and ``open``; diskcache retries the same way.
+    NB. A process killed here leaves a file no row refers to; :meth:`Store.orphans`
+    counts such files and the store collects them (see :data:`ORPHAN_GRACE`).
     """
-    for attempt in range(10):
-        os.makedirs(os.path.dirname(full_path), exist_ok=True)
-        try:
-            file = open(full_path, "xb", buffering=0)  # noqa: SIM115 - closed below
-            break
-        except FileNotFoundError:
-            if attempt == 9:
-                raise
-    with file:
+    descriptor = root.create_file(filename)
+    with open(descriptor, "wb", buffering=0) as file:
         try:
             if _PREALLOCATE and size >= _LARGE:
-                os.posix_fallocate(file.fileno(), 0, size)
+                os.posix_fallocate(descriptor, 0, size)
             for part in parts:
                 view = memoryview(part).cast("B")
                 while view:
                     view = view[file.write(view) :]
         except BaseException:
             with contextlib.suppress(OSError):
-                os.remove(full_path)
+                root.remove_file(filename)
             raise
 
 
-def _read_file(full_path: str) -> bytes | bytearray | mmap.mmap:
+def _read_file(root: SafeDir, filename: str) -> bytes | bytearray | mmap.mmap:
     """Read a value file into fresh, writable memory with a single copy.
 
     Large files go to a private anonymous mapping advised to use huge pages: a
     ``bytearray`` would first zero-fill (and fault in) every 4 KiB page, which alone
-    costs more than reading the file. ``O_NOFOLLOW``/``O_NONBLOCK`` plus the regular-file
-    check keep a planted symlink or FIFO from hanging or redirecting the read.
+    costs more than reading the file. The regular-file check (after a non-blocking,
+    link-refusing open) keeps a planted FIFO or device from hanging or feeding the read.
     """
     try:
-        descriptor = os.open(full_path, _OPEN_FLAGS)
+        descriptor = root.open_file(filename)
     except FileNotFoundError:
-        raise _VanishedValue(f"value file {full_path} is missing") from None
+        raise _VanishedValue(f"value file {root.path / filename} is missing") from None
     except OSError as exc:
         raise _CorruptEntry(f"cannot open value file: {exc}") from None
+    full_path = root.path / filename
     with open(descriptor, "rb", buffering=0) as file:
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
@@ -276,6 +299,13 @@ def _thaw(hot: _Hot) -> object:
     return pickle.loads(stream)
 
 
+class Orphans(NamedTuple):
+    """Value files that no database row refers to: a store killed mid-write leaves one."""
+
+    files: int
+    bytes: int
+
+
 class Store:
     """One cache directory: diskcache underneath, envelopes in it, a hot layer on top.
 
@@ -287,6 +317,11 @@ class Store:
 
     The hot layer is per process: an entry deleted or evicted by another process may
     still be served here, which is safe because a key always names the same result.
+
+    When nothing can be written (full disk, read-only mount or directory) the store
+    serves what it holds and stores nothing, saying so once; each later ``set`` tries
+    writing again, so freeing space is enough. Storage failures are warned once per
+    session and cause, not once per call.
     """
 
     directory: Path
@@ -297,8 +332,8 @@ class Store:
         """Open (creating if needed) the store in ``directory``.
 
         Raises:
-            OSError: the directory or the secret key cannot be created or opened; the
-                message names the path and what to do.
+            OSError: the directory, its database or the secret key cannot be created or
+                opened, not even for reading; the message names the path and what to do.
         """
         self.directory = Path(directory).expanduser().resolve()
         self._size_limit = size_limit
@@ -313,11 +348,31 @@ class Store:
                 stacklevel=_stacklevel(),
             )
         self._hot = _HotBytes(_HOT_TOTAL_LIMIT)
-        self._warned: set[str] = set()
-        self._cache = self._open_cache()
+        self._warned: set[str] = set()  # keys whose fault was reported
+        self._reported: set[tuple[str, str]] = set()  # (what failed, why): reported once
+        self._open()
 
     def __repr__(self) -> str:
         return f"Store({str(self.directory)!r})"
+
+    @property
+    def size_limit(self) -> int:
+        """Bytes the directory may hold before the least recently stored entries go.
+
+        One limit per store, and one store per directory in a process, so ``@cache``
+        functions and ``%%funcache`` cells sharing a directory share the limit too.
+        """
+        return self._size_limit
+
+    @size_limit.setter
+    def size_limit(self, limit: int) -> None:
+        self._size_limit = limit
+        self._database.cache.size_limit = limit  # NB. what diskcache's eviction reads
+
+    @property
+    def writable(self) -> bool:
+        """Whether new results can be stored (``False``: full disk or read-only directory)."""
+        return self._database.writable
 
     def get(self, key: str) -> object:
         """The value stored under ``key``, as a fresh object, or :data:`MISSING`.
@@ -331,15 +386,18 @@ class Store:
                 return _thaw(hot)
             except Exception as exc:  # unpickling runs arbitrary reconstructors
                 return self._fault(key, f"cannot unpickle: {exc!r}")
+        cache = self._database.cache
         try:
             try:
-                data, tag = self._cache.get(key, default=MISSING, tag=True)
+                data, tag = cache.get(key, default=MISSING, tag=True)
             except _VanishedValue:  # maybe overwritten between SELECT and open: look again
-                data, tag = self._cache.get(key, default=MISSING, tag=True)
+                data, tag = cache.get(key, default=MISSING, tag=True)
         except _CorruptEntry as exc:
             return self._fault(key, str(exc))
-        except _STORAGE_ERRORS as exc:
-            _warn(f"cannot read the funcache_ipy cache in {self.directory}: {exc}")
+        except STORAGE_ERRORS as exc:
+            self._storage_failed(
+                "read", exc, f"cannot read the funcache_ipy cache in {self.directory}"
+            )
             return MISSING
         if data is MISSING:
             return MISSING
@@ -374,17 +432,16 @@ class Store:
             )
             return False
         tag = json.dumps(dataclasses.asdict(dataclasses.replace(meta, size=envelope.size)))
+        failure = f"cannot write cache entry {meta.name!r} to {self.directory}"
         try:
-            if not os.path.isdir(self.directory):  # deleted under us (rm -rf .funcache)
-                self._cache.close()
-                self._cache = self._open_cache()
-            self._cache.set(key, envelope, tag=tag)
-        except _STORAGE_ERRORS as exc:
+            if not self._database.writable or not self._root.is_current():
+                self._reopen()  # deleted under us (rm -rf .funcache), or space freed since
+            if not self._database.writable:
+                return False  # said once, when the store opened read-only
+            self._database.cache.set(key, envelope, tag=tag)
+        except STORAGE_ERRORS as exc:
             self._hot.discard(key)
-            _warn(
-                f"cannot write cache entry {meta.name!r} to {self.directory}: {exc}; "
-                "the result was returned but not cached"
-            )
+            self._storage_failed("write", exc, failure)
             return False
         if envelope.size < _HOT_ENTRY_LIMIT:
             hot = (envelope.stream, tuple(bytes(buffer) for buffer in envelope.buffers))
@@ -396,9 +453,11 @@ class Store:
     def meta(self, key: str) -> EntryMeta | None:
         """The metadata of ``key``'s entry, or ``None`` if absent (read without unpickling)."""
         try:
-            _, tag = self._cache.get(key, default=MISSING, read=True, tag=True)
-        except _STORAGE_ERRORS as exc:
-            _warn(f"cannot read the funcache_ipy cache in {self.directory}: {exc}")
+            _, tag = self._database.cache.get(key, default=MISSING, read=True, tag=True)
+        except STORAGE_ERRORS as exc:
+            self._storage_failed(
+                "read", exc, f"cannot read the funcache_ipy cache in {self.directory}"
+            )
             return None
         return _parse_meta(tag)
 
@@ -408,43 +467,74 @@ class Store:
         Rows without valid metadata (foreign or damaged) are left out; ``clear()`` removes them.
         """
         found = []
+        cache = self._database.cache
         try:
-            for key in list(self._cache.iterkeys()):
+            for key in list(cache.iterkeys()):
                 if type(key) is str:
-                    _, tag = self._cache.get(key, default=MISSING, read=True, tag=True)
+                    _, tag = cache.get(key, default=MISSING, read=True, tag=True)
                     meta = _parse_meta(tag)
                     if meta is not None and (name is None or meta.name == name):
                         found.append((key, meta))
-        except _STORAGE_ERRORS as exc:
-            _warn(f"cannot list the funcache_ipy cache in {self.directory}: {exc}")
+        except STORAGE_ERRORS as exc:
+            self._storage_failed(
+                "read", exc, f"cannot list the funcache_ipy cache in {self.directory}"
+            )
         found.sort(key=lambda item: item[1].created)
         return found
 
     def clear(self, name: str | None = None) -> int:
-        """Delete the entries of ``name`` (everything if None); return how many went."""
+        """Delete the entries of ``name`` (everything if None); return how many went.
+
+        Clearing everything also collects orphaned value files (see :meth:`orphans`).
+        """
+        failure = f"cannot clear the funcache_ipy cache in {self.directory}"
+        if not self._database.writable:
+            self._storage_failed("clear", OSError(errno.EROFS, "opened read-only"), failure)
+            return 0
         if name is None:
             self._hot.clear()
             try:
-                return int(self._cache.clear())
-            except _STORAGE_ERRORS as exc:
-                _warn(f"cannot clear the funcache_ipy cache in {self.directory}: {exc}")
+                removed = int(self._database.cache.clear())
+                self._collect_orphans()
+            except STORAGE_ERRORS as exc:
+                self._storage_failed("clear", exc, failure)
                 return 0
+            return removed
         removed = 0
         for key, _ in self.entries(name):
             self._hot.discard(key)
             try:
-                removed += self._cache.delete(key)
-            except _STORAGE_ERRORS as exc:
-                _warn(f"cannot clear the funcache_ipy cache in {self.directory}: {exc}")
+                removed += self._database.cache.delete(key)
+            except STORAGE_ERRORS as exc:
+                self._storage_failed("clear", exc, failure)
                 break
         return removed
+
+    def orphans(self) -> Orphans:
+        """Value files no entry refers to, and their bytes (what ``%funcache info`` shows).
+
+        A process killed while storing leaves one (the file is written before its row).
+        Files older than :data:`ORPHAN_GRACE` are deleted by ``clear()`` and when a
+        store opens (at most every :data:`SWEEP_INTERVAL`); younger ones may be a write
+        in progress in another process.
+        """
+        try:
+            found = list(self._orphan_files())
+        except STORAGE_ERRORS as exc:
+            self._storage_failed(
+                "read", exc, f"cannot read the funcache_ipy cache in {self.directory}"
+            )
+            return Orphans(0, 0)
+        return Orphans(len(found), sum(info.st_size for _, info in found))
 
     def volume(self) -> int:
         """Bytes on disk: the SQLite database plus value files."""
         try:
-            return int(self._cache.volume())
-        except _STORAGE_ERRORS as exc:
-            _warn(f"cannot read the funcache_ipy cache in {self.directory}: {exc}")
+            return int(self._database.cache.volume())
+        except STORAGE_ERRORS as exc:
+            self._storage_failed(
+                "read", exc, f"cannot read the funcache_ipy cache in {self.directory}"
+            )
             return 0
 
     def close(self) -> None:
@@ -453,82 +543,188 @@ class Store:
         The store stays usable: diskcache reconnects on the next call.
         """
         self._hot.clear()
-        self._cache.close()
+        self._database.cache.close()
 
-    def _open_cache(self) -> diskcache.Cache:
-        """Create the directory (0o700, ``.gitignore`` of ``*``) and open diskcache in it.
+    def _open(self) -> None:
+        """Open the directory (creating it 0o700, with a ``.gitignore`` of ``*``) and database.
 
         Every setting that matters is passed explicitly, so values planted in the
         database's Settings table cannot change how entries are stored or evicted.
         """
-        directory = self.directory
+        settings = {
+            "size_limit": self._size_limit,
+            "eviction_policy": "least-recently-stored",
+            "cull_limit": 10,
+            "statistics": 0,
+            "tag_index": 0,
+            "disk_min_file_size": _FILE_THRESHOLD,
+        }
+        root: SafeDir | None = None
         try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with contextlib.suppress(FileExistsError), open(directory / ".gitignore", "x") as f:
-                f.write("*\n")
-            return diskcache.Cache(
-                str(directory),
-                timeout=_TIMEOUT,
-                disk=_EnvelopeDisk,
-                size_limit=self._size_limit,
-                eviction_policy="least-recently-stored",
-                cull_limit=10,
-                statistics=0,
-                tag_index=0,
-                disk_min_file_size=_FILE_THRESHOLD,
-            )
-        except _STORAGE_ERRORS as exc:
+            root = SafeDir(self.directory, create=True)
+            self._check_ownership(root)
+            with contextlib.suppress(OSError):  # a read-only directory is still served
+                root.write_new(".gitignore", b"*\n")
+            database = open_database(root, _disk_for(root), settings, _TIMEOUT)
+        except STORAGE_ERRORS as exc:
+            if root is not None:
+                root.close()
+            advice = f"set {ENV_VAR} (or pass directory=...) to a writable location"
             raise OSError(
-                f"cannot open the funcache_ipy cache directory {directory}: {exc}; "
-                f"set {ENV_VAR} (or pass directory=...) to a writable location"
+                f"cannot open the funcache_ipy cache directory {self.directory}: "
+                + (str(exc) if isinstance(exc, UnsafePath) else f"{exc}; {advice}")
             ) from exc
+        self._root, self._database = root, database
+        if database.notice is not None:
+            kind = "recovered" if database.recovered else "read-only"
+            self._report(("open", kind), database.notice)
+        if database.writable and (database.recovered or _sweep_due(root)):
+            with contextlib.suppress(*STORAGE_ERRORS):  # collected next time, then
+                self._collect_orphans()
+
+    def _reopen(self) -> None:
+        """Open directory and database afresh (the old ones were deleted, or read-only)."""
+        old_root, old_database = self._root, self._database
+        self._open()
+        old_database.cache.close()
+        old_root.close()
+
+    def _check_ownership(self, root: SafeDir) -> None:
+        """Warn (once) when others may write the directory: they could tamper with it."""
+        info = root.stat()
+        if os.name != "posix" or not (info.st_mode & 0o022 or info.st_uid != os.geteuid()):
+            return
+        owner = "owned by another user" if info.st_uid != os.geteuid() else "writable by others"
+        self._report(
+            ("ownership", owner),
+            f"funcache_ipy cache directory {self.directory} is {owner} "
+            f"(mode {stat.filemode(info.st_mode)}, uid {info.st_uid}): they can delete or "
+            f"plant entries; use a directory of your own, mode 700 (chmod 700 {self.directory})",
+        )
+
+    def _orphan_files(self) -> Iterator[tuple[str, os.stat_result]]:
+        """Value files (by diskcache's naming) that no row refers to."""
+        referenced = referenced_files(self._database.cache)
+        for filename, info in self._root.files(depth=2):
+            if _VALUE_FILE.fullmatch(filename) and filename not in referenced:
+                yield filename, info
+
+    def _collect_orphans(self) -> Orphans:
+        """Delete orphaned value files older than :data:`ORPHAN_GRACE`; return what went."""
+        cutoff = time.time() - ORPHAN_GRACE
+        files = size = 0
+        for filename, info in list(self._orphan_files()):
+            if info.st_mtime < cutoff:
+                with contextlib.suppress(OSError):  # gone already: someone else collected it
+                    self._root.remove_file(filename)
+                    files, size = files + 1, size + info.st_size
+        return Orphans(files, size)
+
+    def _storage_failed(self, action: str, exc: BaseException, failure: str) -> None:
+        """Report a storage failure once per action and cause; recover a corrupt database."""
+        if is_corruption(exc) and self._database.writable:
+            with contextlib.suppress(*STORAGE_ERRORS):
+                self._recover(exc)
+                return
+        self._report(
+            (action, _cause(exc)),
+            f"{failure}: {exc}; {_CONSEQUENCE[action]} (said once per session for this error)",
+        )
+
+    def _recover(self, exc: BaseException) -> None:
+        """Move a database found corrupt while in use aside, and start a fresh one."""
+        self._database.cache.close()
+        moved = move_aside(self._root, self._database.identity)
+        self._reopen()
+        self._hot.clear()
+        self._report(("corrupt", str(exc)), corruption_notice(self._root, exc, moved))
+
+    def _report(self, what: tuple[str, str], message: str) -> None:
+        """Warn with ``message`` unless ``what`` was reported by this store already."""
+        if what not in self._reported:
+            self._reported.add(what)
+            _warn(message)
 
     def _fault(self, key: str, reason: str, tag: object = None) -> _Missing:
         """Handle a bad entry: forget and delete it, warn once for this key, miss."""
         meta = _parse_meta(tag) or self.meta(key)
         self._hot.discard(key)
-        with contextlib.suppress(*_STORAGE_ERRORS):  # a miss either way; the warning says why
-            self._cache.delete(key)
+        if self._database.writable:
+            with contextlib.suppress(*STORAGE_ERRORS):  # a miss either way; the warning says why
+                self._database.cache.delete(key)
         if key not in self._warned:
             self._warned.add(key)
             name = meta.name if meta else "<unknown>"
+            done = "deleted" if self._database.writable else "left (the cache is read-only)"
             _warn(
                 f"cache entry {name!r} (key {key}) in {self.directory} is unusable "
-                f"({reason}); it was deleted and will be recomputed"
+                f"({reason}); it was {done} and will be recomputed"
             )
         return MISSING
 
 
-_stores_by_argument: dict[tuple[str, str | None, int], Store] = {}
-_stores_by_path: dict[tuple[Path, int], Store] = {}
+_stores_by_argument: dict[tuple[str, str | None], Store] = {}
+_stores_by_path: dict[Path, Store] = {}
 _stores_lock = threading.Lock()
 
 
-def open_store(
-    directory: str | os.PathLike[str] | None = None, *, size_limit: int = DEFAULT_SIZE_LIMIT
-) -> Store:
+def open_store(directory: str | os.PathLike[str] | None = None) -> Store:
     """The process's one :class:`Store` for ``directory``, opening it on first use.
 
     ``None`` means ``$FUNCACHE_IPY_DIR`` if set, else ``./.funcache``, read at each call
     (so ``%env`` or ``%cd`` take effect). Called on every cached call, so the common case
-    is one dictionary lookup; resolving the path only happens on first use.
+    is one dictionary lookup; resolving the path only happens on first use. Spellings
+    that resolve to the same real directory share one store, and so one size limit.
 
     Raises:
         OSError: the directory or the secret key cannot be created; the message says how.
     """
     raw = os.fspath(directory) if directory is not None else os.environ.get(ENV_VAR)
     raw = str(raw or DEFAULT_DIRECTORY)
-    argument = (raw, None if os.path.isabs(raw) else os.getcwd(), size_limit)
+    argument = (raw, None if os.path.isabs(raw) else os.getcwd())
     store = _stores_by_argument.get(argument)
     if store is None:
         path = Path(raw).expanduser().resolve()
         with _stores_lock:
-            store = _stores_by_path.get((path, size_limit))
+            store = _stores_by_path.get(path)
             if store is None:
-                store = Store(path, size_limit=size_limit)
-                _stores_by_path[path, size_limit] = store
+                store = Store(path)
+                _stores_by_path[path] = store
             _stores_by_argument[argument] = store
     return store
+
+
+_CONSEQUENCE: Final = {
+    "read": "treated as a miss",
+    "write": "the result was returned but not cached",
+    "clear": "nothing more was deleted",
+}
+
+
+def _sweep_due(root: SafeDir) -> bool:
+    """Whether orphans were last looked for over :data:`SWEEP_INTERVAL` ago; if so, stamp now.
+
+    NB. Stamped before sweeping, so kernels starting together do not all walk the tree.
+    """
+    info = root.lstat(_SWEEP_STAMP)
+    if (
+        info is not None
+        and stat.S_ISREG(info.st_mode)
+        and info.st_mtime > time.time() - SWEEP_INTERVAL
+    ):
+        return False
+    with contextlib.suppress(OSError):
+        if info is not None and not stat.S_ISREG(info.st_mode):
+            root.remove_file(_SWEEP_STAMP)
+        root.touch(_SWEEP_STAMP)
+    return True
+
+
+def _cause(exc: BaseException) -> str:
+    """What kind of failure ``exc`` is, so each kind is reported once (not each occurrence)."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+    return str(getattr(exc, "sqlite_errorname", "") or f"{type(exc).__name__}: {exc}")
 
 
 def _parse_meta(tag: object) -> EntryMeta | None:

@@ -585,7 +585,8 @@ def test_directory_and_size_limit_are_configurable(
     run_cell(ip, f"%config FuncacheMagics.directory = {str(target)!r}")
     run_cell(ip, "%config FuncacheMagics.size_limit = 2**20")
     run_cell(ip, "%%funcache\nv = 1\n")
-    assert len(open_store(target, size_limit=2**20).entries()) == 1
+    assert len(open_store(target).entries()) == 1
+    assert open_store(target).size_limit == 2**20
     assert open_store(isolated_cache).entries() == []
 
 

@@ -230,8 +230,8 @@ def test_meta_entries_clear_and_volume(isolated_cache: Path) -> None:
 
 
 def test_evicted_entries_vanish_with_their_metadata(isolated_cache: Path) -> None:
-    store = open_store(size_limit=1_000_000)
-    assert store is not open_store(), "a different size_limit must get its own store"
+    store = open_store()
+    store.size_limit = 1_000_000
     for index in range(30):
         store.set(f"k{index:02}", np.full(20_000, index, dtype=np.float64), meta())
     fresh = reopen(isolated_cache)
