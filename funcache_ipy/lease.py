@@ -30,7 +30,9 @@ __all__ = ["LEASE_FOLDER", "WAIT_LIMIT", "lease"]
 LEASE_FOLDER = "leases"
 WAIT_LIMIT = 30 * 60.0  # seconds a waiter waits before computing anyway
 _POLL_FIRST, _POLL_MAX = 0.02, 0.5  # seconds between attempts, doubling up to the max
-_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_FLAGS = os.O_RDWR | os.O_CREAT | _NOFOLLOW
+_DIRECTORY = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
 
 
 @contextlib.contextmanager
@@ -54,29 +56,55 @@ def lease(
         True when another process held the lease first: its value may be stored by
         now, so look it up again before computing.
     """
-    path = directory / LEASE_FOLDER / f"{key}.lock"
-    fd, waited = _acquire(path, timeout, on_wait)
+    name = f"{key}.lock"
+    folder = _open_folder(directory)
+    if folder is None:
+        yield False
+        return
     try:
-        yield waited
+        fd, waited = _acquire(folder, name, timeout, on_wait)
+        try:
+            yield waited
+        finally:
+            if fd is not None:
+                _release(folder, name, fd)
     finally:
-        if fd is not None:
-            _release(path, fd)
+        os.close(folder)
+
+
+def _open_folder(directory: Path) -> int | None:
+    """A descriptor of ``directory/leases``, reached without following symbolic links.
+
+    NB. Like every file the cache touches, lease files stay inside the real cache
+    directory whatever its tree says (a planted ``leases -> ~/project`` is refused).
+    """
+    if fcntl is None:
+        return None
+    try:
+        parent = os.open(directory, _DIRECTORY)
+    except OSError:
+        return None
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(LEASE_FOLDER, 0o700, dir_fd=parent)
+        return os.open(LEASE_FOLDER, _DIRECTORY, dir_fd=parent)
+    except OSError:  # a read-only or unusable cache: go on without a lease
+        return None
+    finally:
+        os.close(parent)
 
 
 def _acquire(
-    path: Path, timeout: float, on_wait: Callable[[int | None], None] | None
+    folder: int, name: str, timeout: float, on_wait: Callable[[int | None], None] | None
 ) -> tuple[int | None, bool]:
     """The locked file's descriptor (None: no lease), and whether another holder was met."""
-    if fcntl is None:
-        return None, False
     deadline = time.monotonic() + timeout
     pause = _POLL_FIRST
     waited = False
     while True:
         try:
-            path.parent.mkdir(mode=0o700, exist_ok=True)
-            fd = os.open(path, _FLAGS, 0o600)
-        except OSError:  # a read-only or unusable cache: go on without a lease
+            fd = os.open(name, _FLAGS, 0o600, dir_fd=folder)
+        except OSError:
             return None, waited
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -94,17 +122,17 @@ def _acquire(
             os.close(fd)
             return None, waited
         # NB. The previous holder unlinks the file as it lets go: a lock taken on the
-        # unlinked file guards nothing, so start over on the file now at that path.
-        if _is_current(fd, path):
+        # unlinked file guards nothing, so start over on the file now at that name.
+        if _is_current(folder, name, fd):
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
             return fd, waited
         os.close(fd)
 
 
-def _is_current(fd: int, path: Path) -> bool:
+def _is_current(folder: int, name: str, fd: int) -> bool:
     try:
-        linked = os.stat(path, follow_symlinks=False)
+        linked = os.stat(name, dir_fd=folder, follow_symlinks=False)
     except OSError:
         return False
     opened = os.fstat(fd)
@@ -119,9 +147,9 @@ def _holder(fd: int) -> int | None:
         return None
 
 
-def _release(path: Path, fd: int) -> None:
+def _release(folder: int, name: str, fd: int) -> None:
     """Remove the file while still holding it (so no one locks a stale file), then unlock."""
     with contextlib.suppress(OSError):
-        if _is_current(fd, path):
-            path.unlink()
+        if _is_current(folder, name, fd):
+            os.unlink(name, dir_fd=folder)
     os.close(fd)

@@ -84,3 +84,19 @@ def test_a_killed_holder_does_not_block_the_next(
     assert out.strip() == b"50", err
     assert b"waiting for process" in err
     assert len(starts(tmp_path)) == 2, "the waiter computed once the holder died"
+
+
+def test_a_planted_leases_link_is_not_followed(isolated_cache: Path, tmp_path: Path) -> None:
+    import funcache_ipy
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    isolated_cache.mkdir(mode=0o700)
+    (isolated_cache / "leases").symlink_to(outside)
+
+    @funcache_ipy.cache
+    def double(x):  # runs while the lease is held: the time to look for its file
+        return 2 * x, os.listdir(outside)
+
+    assert double(21) == (42, []), "a lease file was created outside the cache"
+    assert list(outside.iterdir()) == []
