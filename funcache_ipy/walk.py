@@ -25,7 +25,9 @@ from funcache_ipy.hashing import UnhashableError, hash_value, is_immutable
 from funcache_ipy.origins import is_local_function, is_local_module, library_digest, source_digest
 
 # Class-dict entries that describe rather than define behaviour; ``_abc_impl`` is the
-# ABC machinery's private subclass cache (a C object that changes as isinstance runs).
+# ABC machinery's private subclass cache (a C object that changes as isinstance runs),
+# ``__slotnames__`` copyreg's cache of the slots (set on the class the first time an
+# instance is pickled or hashed, so counting it made every class key change once).
 _CLASS_NOISE = frozenset(
     {
         "__dict__",
@@ -36,6 +38,7 @@ _CLASS_NOISE = frozenset(
         "__firstlineno__",
         "__static_attributes__",
         "_abc_impl",
+        "__slotnames__",
     }
 )
 _MAX_REPR = 60
