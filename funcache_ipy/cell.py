@@ -71,8 +71,6 @@ from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store
 __all__ = ["CellCache", "is_cell_entry"]
 
 _CODE_LABEL = "cell code"  # manifest label of the cell's own code
-# In every cell key: entries of an older layout lack what a faithful hit needs (views).
-_ENTRY_FORMAT = "2"
 _NOTICE_NAMES = 6  # names listed in the hit notice before "+N more"
 _CULPRIT = re.compile(r"cannot fingerprint \w+ `([^`]+)`")  # the input an UnhashableError names
 
@@ -159,7 +157,7 @@ class CellCache:
             stats.last_key, stats.last_note = None, f"an input cannot be hashed: {exc}"
             _warn(f"funcache: cell {name} ran uncached: {_unhashable(exc, namespace)}", namespace)
             return _execute(analysis, namespace, compiler)
-        key = cell_key(f"{_ENTRY_FORMAT}:{analysis.normalized}", inputs.digest)
+        key = cell_key(analysis.normalized, inputs.digest)
         try:
             store = self.store()
         except OSError as exc:

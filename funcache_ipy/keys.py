@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import xxhash
 
-SCHEMA_VERSION = 1
+# 2: cell entries record views of arrays (older ones would restore them as copies);
+# class fingerprints leave __slotnames__ out; cached functions are CachedFunction objects.
+SCHEMA_VERSION = 2
 _SALT = f"funcache_ipy:{SCHEMA_VERSION}:py{sys.version_info[0]}.{sys.version_info[1]}:".encode()
 
 Manifest = Mapping[str, Sequence[str]]
