@@ -141,6 +141,7 @@ def cache(
 _MAIN_MODULES = frozenset({"__main__", "__mp_main__"})
 # The attribute through which the standard pickler finds a wrapped function by name.
 _PICKLED_FUNCTION = "__funcache_function__"
+_KNOWN_SETS_LIMIT = 4096
 
 
 class _Call:
@@ -218,8 +219,9 @@ class CachedFunction:
         self._version = version
         self._files = files
         self._tracker = Tracker(func)
-        # Call keys known to be stored by file set: look at their record first.
-        self._keyed_by_files: set[str] = set()
+        # Call key -> the file sets this process last read or wrote for it. Such keys are
+        # stored by file set: their record is looked at first.
+        self._known_sets: dict[str, list[FileSet]] = {}
         self._hits = 0
         self._misses = 0
         # (key, manifest) of the latest call; manifest None when it hit
@@ -318,15 +320,17 @@ class CachedFunction:
             warnings.warn(
                 f"{exc}; running {self.cache_name} uncached", FuncacheWarning, stacklevel=3
             )
-        files.note_read(state.path for state in call.key_files)
+        if call.key_files:  # an enclosing cached run depends on them too
+            files.note_read(state.path for state in call.key_files)
         hit_key = call.key
         if call.store is not None:
             # NB. A call key stored by file set has no entry of its own: skip that lookup.
-            by_files = call.key in self._keyed_by_files
+            by_files = call.key in self._known_sets
             if not by_files:
                 call.value = call.store.get(call.key)
             if call.value is MISSING:
-                hit_key, call.value = self._file_set_hit(call.store, call.key)
+                set_key, call.value = self._file_set_hit(call.store, call.key)
+                hit_key = set_key or hit_key
             if call.value is MISSING and by_files:
                 call.value = call.store.get(call.key)
         if call.value is MISSING:
@@ -340,18 +344,35 @@ class CachedFunction:
         """The file sets stored for call key ``key``, newest first."""
         sets = file_sets.parse(store.get(file_sets_key(key)))
         if sets:
-            self._keyed_by_files.add(key)
+            self._know_sets(key, sets)
         return sets
 
+    def _know_sets(self, key: str, sets: list[FileSet]) -> None:
+        if len(self._known_sets) >= _KNOWN_SETS_LIMIT:
+            self._known_sets.clear()
+        self._known_sets[key] = sets
+
     def _file_set_hit(self, store: Store, key: str) -> tuple[str, Any]:
-        """The entry of the newest file set whose files still hold, or ``MISSING``."""
-        for candidate in self._file_sets(store, key):
+        """The entry of the newest file set whose files still hold, or ``MISSING``.
+
+        The sets this process already knows are tried before the stored record is read
+        (and parsed) again: another process may have added sets since, never changed one.
+        """
+        known = self._known_sets.get(key)
+        if known:
+            hit_key, value = self._first_valid(store, known)
+            if value is not MISSING:
+                return hit_key, value
+        return self._first_valid(store, self._file_sets(store, key))
+
+    def _first_valid(self, store: Store, sets: list[FileSet]) -> tuple[str, Any]:
+        for candidate in sets:
             if files.unchanged(candidate.states):
                 value = store.get(candidate.key)
                 if value is not MISSING:
                     files.note_read(state.path for state in candidate.states)
                     return candidate.key, value
-        return key, MISSING
+        return "", MISSING
 
     def _tracking(self, call: _Call) -> contextlib.AbstractContextManager[FileReads]:
         """Record the files the run opens (the cache directory's own left out)."""
@@ -399,7 +420,7 @@ class CachedFunction:
         record_key = file_sets_key(key)
         sets = file_sets.added(file_sets.parse(store.get(record_key)), new)
         store.set(record_key, file_sets.encode(sets), file_sets.record_meta(self.cache_name))
-        self._keyed_by_files.add(key)
+        self._know_sets(key, sets)
 
     # -- keys
 

@@ -246,7 +246,7 @@ def current_digest(state: FileState) -> str:
     identity = _identity(state.path)
     if identity is None:
         return "not a regular file"
-    if identity == _identity_of(state) and not state.racy:
+    if not state.racy and identity == (state.size, state.mtime_ns, state.ino, state.ctime_ns):
         return state.digest
     now = state_of(state.path)
     return "unreadable" if now is None else now.digest
