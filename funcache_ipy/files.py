@@ -294,15 +294,18 @@ def _hash_file(path: str, expected: _Identity) -> str | None:
         except OSError:
             return None
         with open(descriptor, "rb", buffering=0) as file:
-            info = os.fstat(descriptor)
+            try:
+                info = os.fstat(descriptor)
+            except OSError:
+                return None
             if not stat.S_ISREG(info.st_mode) or _identity_from(info) != expected:
                 return None
-            if hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_SEQUENTIAL)
             h = xxhash.xxh3_128()
             buffer = bytearray(min(_CHUNK, max(info.st_size, 1)))
             view = memoryview(buffer)
             try:
+                if hasattr(os, "posix_fadvise"):  # a hint: read ahead further
+                    os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_SEQUENTIAL)
                 while count := file.readinto(buffer):
                     h.update(view[:count])
             except OSError:
@@ -334,10 +337,9 @@ def _absolute(raw: object) -> str | None:
     if isinstance(raw, int):
         return None
     try:
-        path = os.fsdecode(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        return os.path.abspath(os.fsdecode(raw))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OSError):  # NB. OSError: the cwd was deleted
         return None
-    return os.path.abspath(path)
 
 
 # -- declared files: globs and directories, counted before the run
