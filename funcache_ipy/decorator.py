@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import os
+import pathlib
 import sys
 import time
 import types
@@ -23,10 +25,20 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, TypeVar, overload
 
+from funcache_ipy import file_sets, files
+from funcache_ipy.file_sets import FileSet
+from funcache_ipy.files import FileReads, FileState
 from funcache_ipy.fingerprint import Fingerprint, Tracker, code_hasher
 from funcache_ipy.hashing import UnhashableError, hash_items, hash_value
 from funcache_ipy.hashing_stream import hash_bytes
-from funcache_ipy.keys import Explanation, call_key, explain_manifests
+from funcache_ipy.keys import (
+    Explanation,
+    call_key,
+    explain_manifests,
+    file_set_key,
+    file_sets_key,
+    files_digest,
+)
 from funcache_ipy.lease import lease
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store, open_store
 from funcache_ipy.walk import shown_value
@@ -69,7 +81,11 @@ class CacheInfo(NamedTuple):
 def cache(func: F, /) -> F: ...
 @overload
 def cache(
-    *, ignore: Iterable[str] = (), directory: str | None = None, version: str | None = None
+    *,
+    ignore: Iterable[str] = (),
+    directory: str | None = None,
+    version: str | None = None,
+    files: Iterable[str] = (),
 ) -> Callable[[F], F]: ...
 
 
@@ -80,20 +96,26 @@ def cache(
     ignore: Iterable[str] = (),
     directory: str | None = None,
     version: str | None = None,
+    files: Iterable[str] = (),
 ) -> Any:
     """Cache a function's results on disk, keyed on its arguments and its code.
 
     The key covers the arguments (by content) and everything the function's code can
     reach: helpers it calls or references, globals it reads, closures, defaults, user
-    classes and local modules. Edit any of them and the next call recomputes.
+    classes and local modules. Edit any of them and the next call recomputes. Files the
+    function opens while it runs, and files named by ``pathlib.Path`` arguments, count
+    by their content.
 
     Args:
         func: the function (when used as ``@cache`` without parentheses).
         ignore: parameter names left out of the key (e.g. ``verbose``, a logger).
         directory: cache directory; default ``FUNCACHE_IPY_DIR`` or ``./.funcache``,
             read on the first call.
-        version: a salt for dependencies funcache_ipy cannot see (data read from a
-            file or URL, ``eval``); change it to force recomputation.
+        version: a salt for dependencies funcache_ipy cannot see (data from a URL,
+            ``eval``); change it to force recomputation.
+        files: glob patterns (relative to the cwd at call time; a directory counts by
+            all its files) of files read by code Python's ``open`` does not see
+            (pyarrow, h5py, C extensions), hashed into the key before each run.
 
     Returns:
         A wrapper with the same name, docstring and signature, plus ``cache_info()``,
@@ -105,10 +127,14 @@ def cache(
         TypeError: for generator functions (their results are lazy; return a list) or
             when ``ignore`` names a parameter the function does not have.
     """
+    if isinstance(files, str):
+        files = [files]  # one pattern, not its characters
     if func is None:
-        return functools.partial(cache, ignore=ignore, directory=directory, version=version)
+        return functools.partial(
+            cache, ignore=ignore, directory=directory, version=version, files=files
+        )
     kind = AsyncCachedFunction if inspect.iscoroutinefunction(func) else CachedFunction
-    return kind(func, frozenset(ignore), directory, version)
+    return kind(func, frozenset(ignore), directory, version, tuple(files))
 
 
 # The modules a script's functions live in: ``__mp_main__`` is the script re-imported by a
@@ -116,12 +142,22 @@ def cache(
 _MAIN_MODULES = frozenset({"__main__", "__mp_main__"})
 # The attribute through which the standard pickler finds a wrapped function by name.
 _PICKLED_FUNCTION = "__funcache_function__"
+_KNOWN_SETS_LIMIT = 4096
 
 
 class _Call:
     """What one lookup learned: the key, the stored value or MISSING, and the inputs."""
 
-    __slots__ = ("arguments", "fingerprint", "key", "names", "slices", "store", "value")
+    __slots__ = (
+        "arguments",
+        "fingerprint",
+        "key",
+        "key_files",
+        "names",
+        "slices",
+        "store",
+        "value",
+    )
 
     def __init__(
         self,
@@ -130,12 +166,14 @@ class _Call:
         names: tuple[str, ...],
         arguments: tuple[Any, ...],
         slices: list[bytes | memoryview],
+        key_files: list[FileState],
     ) -> None:
         self.key = key
         self.fingerprint = fingerprint
         self.names = names
         self.arguments = arguments
         self.slices = slices  # each argument's part of the hashed stream
+        self.key_files = key_files  # files= matches and Path arguments, hashed into key
         self.store: Store | None = None
         self.value: Any = MISSING
 
@@ -156,6 +194,7 @@ class CachedFunction:
         ignore: frozenset[str],
         directory: str | None,
         version: str | None,
+        files: tuple[str, ...] = (),
     ) -> None:
         if not callable(func):
             raise TypeError(f"cache() expects a function, got {type(func).__name__}")
@@ -179,7 +218,11 @@ class CachedFunction:
         self._ignore = ignore
         self._directory = directory
         self._version = version
+        self._files = files
         self._tracker = Tracker(func)
+        # Call key -> the file sets this process last read or wrote for it. Such keys are
+        # stored by file set: their record is looked at first.
+        self._known_sets: dict[str, list[FileSet]] = {}
         self._hits = 0
         self._misses = 0
         # (key, manifest) of the latest call; manifest None when it hit
@@ -204,8 +247,9 @@ class CachedFunction:
                 return call.value
             manifest = self._manifest(call)
             started = time.perf_counter()
-            value = self._func(*args, **kwargs)
-            return self._remember(call, manifest, value, started)
+            with self._tracking(call) as reads:
+                value = self._func(*args, **kwargs)
+            return self._remember(call, manifest, value, started, reads)
 
     def __get__(self, instance: object, owner: type | None = None) -> Any:
         """Bind like a function, so ``@cache`` works on methods."""
@@ -220,7 +264,13 @@ class CachedFunction:
         module = self.__module__
         if module not in _MAIN_MODULES and _resolve(module, self.__qualname__) is self:
             return str(self.__qualname__)  # importable: the worker imports it, as lru_cache does
-        options = (self._ignore, self._worker_directory(), self._version, self.__qualname__)
+        options = (
+            self._ignore,
+            self._worker_directory(),
+            self._version,
+            self.__qualname__,
+            self._files,
+        )
         return (_rebuild, (self._pickled_function(), *options))
 
     def _pickled_function(self) -> Callable[..., Any]:
@@ -274,14 +324,30 @@ class CachedFunction:
             warnings.warn(
                 f"{exc}; running {self.cache_name} uncached", FuncacheWarning, stacklevel=3
             )
+        if call.key_files:  # an enclosing cached run depends on them too
+            files.note_read(state.path for state in call.key_files)
         if call.store is not None:
-            call.value = call.store.get(call.key)
+            self._find(call, call.store)
         if call.value is MISSING:
             self._misses += 1
         else:
             self._hits += 1
-            self._last = (call.key, None)
         return call
+
+    def _find(self, call: _Call, store: Store) -> None:
+        """Set ``call.value`` to the stored value (plain, or by its files' contents)."""
+        hit_key = call.key
+        # NB. A call key stored by file set has no entry of its own: skip that lookup.
+        by_files = call.key in self._known_sets
+        if not by_files:
+            call.value = store.get(call.key)
+        if call.value is MISSING:
+            set_key, call.value = self._file_set_hit(store, call.key)
+            hit_key = set_key or hit_key
+        if call.value is MISSING and by_files:
+            call.value = store.get(call.key)
+        if call.value is not MISSING:
+            self._last = (hit_key, None)
 
     @contextlib.contextmanager
     def _leased(self, call: _Call) -> Iterator[None]:
@@ -300,23 +366,93 @@ class CachedFunction:
 
         with lease(call.store.directory, call.key, on_wait=waiting) as waited:
             if waited:
-                call.value = call.store.get(call.key)
+                self._find(call, call.store)
                 if call.value is not MISSING:
                     self._misses -= 1
                     self._hits += 1
-                    self._last = (call.key, None)
             yield
 
+    def _file_sets(self, store: Store, key: str) -> list[FileSet]:
+        """The file sets stored for call key ``key``, newest first."""
+        sets = file_sets.parse(store.get(file_sets_key(key)))
+        if sets:
+            self._know_sets(key, sets)
+        return sets
+
+    def _know_sets(self, key: str, sets: list[FileSet]) -> None:
+        if len(self._known_sets) >= _KNOWN_SETS_LIMIT:
+            self._known_sets.clear()
+        self._known_sets[key] = sets
+
+    def _file_set_hit(self, store: Store, key: str) -> tuple[str, Any]:
+        """The entry of the newest file set whose files still hold, or ``MISSING``.
+
+        The sets this process already knows are tried before the stored record is read
+        (and parsed) again: another process may have added sets since, never changed one.
+        """
+        known = self._known_sets.get(key)
+        if known:
+            hit_key, value = self._first_valid(store, known)
+            if value is not MISSING:
+                return hit_key, value
+        return self._first_valid(store, self._file_sets(store, key))
+
+    def _first_valid(self, store: Store, sets: list[FileSet]) -> tuple[str, Any]:
+        for candidate in sets:
+            if files.unchanged(candidate.states):
+                value = store.get(candidate.key)
+                if value is not MISSING:
+                    files.note_read(state.path for state in candidate.states)
+                    return candidate.key, value
+        return "", MISSING
+
+    def _tracking(self, call: _Call) -> contextlib.AbstractContextManager[FileReads]:
+        """Record the files the run opens (the cache directory's own left out)."""
+        excluded = [call.store.directory] if call.store is not None else []
+        return files.track(excluded, call.key_files)
+
     def _remember(
-        self, call: _Call, manifest: dict[str, list[str]], value: Any, started: float
+        self,
+        call: _Call,
+        manifest: dict[str, list[str]],
+        value: Any,
+        started: float,
+        reads: FileReads,
     ) -> Any:
-        """Store a freshly computed value; always hand it back, even if storing fails."""
+        """Store a freshly computed value; always hand it back, even if storing fails.
+
+        A run that read files is stored under a key that also covers their contents,
+        and listed in the call key's record of file sets.
+        """
         seconds = time.perf_counter() - started
-        self._last = (call.key, manifest)
+        settled = reads.settle()
+        inputs = settled.inputs
+        key = call.key
+        if inputs:
+            key = file_set_key(call.key, ((s.path, s.digest) for s in inputs))
+            manifest = {**manifest, **file_sets.manifest_of(inputs)}
+        self._last = (key, manifest)
+        if settled.unstable:
+            shown = ", ".join(files.display_path(path) for path in settled.unstable[:3])
+            warnings.warn(
+                f"{self.cache_name}: file {shown} changed while it ran (or cannot be read); "
+                "the result was returned but not cached",
+                FuncacheWarning,
+                stacklevel=3,
+            )
+            return value
         if call.store is not None:
             meta = EntryMeta(self.cache_name, time.time(), seconds, 0, manifest)
-            call.store.set(call.key, value, meta)
+            if call.store.set(key, value, meta) and inputs:
+                self._add_file_set(call.store, call.key, FileSet(key, inputs))
         return value
+
+    def _add_file_set(self, store: Store, key: str, new: FileSet) -> None:
+        """List ``new`` first in call key ``key``'s record of file sets."""
+        record_key = file_sets_key(key)
+        sets = file_sets.added(file_sets.parse(store.get(record_key)), new)
+        store.set(record_key, file_sets.encode(sets), file_sets.record_meta(self.cache_name))
+        self._know_sets(key, sets)
 
     # -- keys
 
@@ -336,8 +472,35 @@ class CachedFunction:
             digest, slices = hash_items(args, code_hasher=code_hasher)
         except UnhashableError as exc:
             raise self._unhashable_argument(names, args, exc) from None
-        key = call_key(fingerprint.digest, digest, self._version)
-        return _Call(key, fingerprint, names, args, slices)
+        key_files = self._key_files(args)
+        known = files_digest((s.path, s.digest) for s in key_files) if key_files else None
+        key = call_key(fingerprint.digest, digest, self._version, known)
+        return _Call(key, fingerprint, names, args, slices, key_files)
+
+    def _key_files(self, args: tuple[Any, ...]) -> list[FileState]:
+        """Files counted before the run: ``files=`` matches and ``Path`` arguments.
+
+        Raises:
+            OSError: such a file exists but cannot be read; the message names it.
+        """
+        paths = [
+            os.path.abspath(arg)
+            for arg in args
+            if isinstance(arg, pathlib.PurePath) and os.path.isfile(arg)
+        ]
+        if not paths and not self._files:
+            return []
+        states, failed = files.states_of(paths)
+        if self._files:
+            declared, failed_declared = files.declared_states(self._files)
+            states += declared
+            failed += failed_declared
+        if failed:
+            raise OSError(
+                f"cannot read {failed[0]}, a file {self._func.__qualname__}() depends on; "
+                "make it readable or leave it out of files="
+            )
+        return states
 
     def _bound_values(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Arguments by parameter name, defaults applied, ignored ones left out.
@@ -386,6 +549,9 @@ class CachedFunction:
             manifest[f"argument `{name}`"] = [hash_bytes(part).hex(), shown_value(value)]
         if self._version is not None:
             manifest["version="] = [self._version, self._version]
+        if self._files:
+            manifest["files="] = [" ".join(self._files), ", ".join(self._files)]
+        manifest.update(file_sets.manifest_of(call.key_files))
         return manifest
 
     # -- helpers exposed on the wrapper
@@ -398,7 +564,10 @@ class CachedFunction:
     def cache_info(self) -> CacheInfo:
         """Hits and misses in this process, entries and bytes stored for this function."""
         entries = open_store(self._directory).entries(self.cache_name)
-        return CacheInfo(self._hits, self._misses, len(entries), sum(m.size for _, m in entries))
+        results = [meta for _, meta in entries if not file_sets.is_record(meta)]
+        return CacheInfo(
+            self._hits, self._misses, len(results), sum(meta.size for _, meta in entries)
+        )
 
     def cache_clear(self) -> int:
         """Delete this function's stored entries (all code versions); returns how many."""
@@ -410,7 +579,9 @@ class CachedFunction:
         call.store = open_store(self._directory)
         manifest = self._manifest(call)
         started = time.perf_counter()
-        return self._remember(call, manifest, self._func(*args, **kwargs), started)
+        with self._tracking(call) as reads:
+            value = self._func(*args, **kwargs)
+        return self._remember(call, manifest, value, started, reads)
 
     def explain(self, *args: Any, **kwargs: Any) -> Explanation:
         """Would this call hit? If not, which dependency or argument differs, and how."""
@@ -418,7 +589,15 @@ class CachedFunction:
         store = open_store(self._directory)
         if store.meta(call.key) is not None:
             return Explanation(self.cache_name, hit=True)
-        return self._explain_miss(store, call.key, self._manifest(call))
+        sets = self._file_sets(store, call.key)
+        for candidate in sets:
+            if files.unchanged(candidate.states) and store.meta(candidate.key) is not None:
+                return Explanation(self.cache_name, hit=True)
+        manifest = self._manifest(call)
+        if sets:  # the files the latest run read, as they are now
+            states, _ = files.states_of(state.path for state in sets[0].states)
+            manifest.update(file_sets.manifest_of(states))
+        return self._explain_miss(store, call.key, manifest)
 
     def explain_last(self) -> Explanation | None:
         """Why the most recent call in this process missed (None before any call)."""
@@ -430,7 +609,11 @@ class CachedFunction:
         return self._explain_miss(open_store(self._directory), key, manifest)
 
     def _explain_miss(self, store: Store, key: str, manifest: dict[str, list[str]]) -> Explanation:
-        others = [meta.manifest for other, meta in store.entries(self.cache_name) if other != key]
+        others = [
+            meta.manifest
+            for other, meta in store.entries(self.cache_name)
+            if other != key and not file_sets.is_record(meta)
+        ]
         return Explanation(
             self.cache_name, hit=False, reasons=tuple(explain_manifests(manifest, others))
         )
@@ -455,8 +638,9 @@ class AsyncCachedFunction(CachedFunction):
                 return call.value
             manifest = self._manifest(call)
             started = time.perf_counter()
-            value = await self._func(*args, **kwargs)
-            return self._remember(call, manifest, value, started)
+            with self._tracking(call) as reads:
+                value = await self._func(*args, **kwargs)
+            return self._remember(call, manifest, value, started, reads)
 
     async def refresh(self, *args: Any, **kwargs: Any) -> Any:
         """Recompute this call and overwrite its entry (await it)."""
@@ -464,7 +648,9 @@ class AsyncCachedFunction(CachedFunction):
         call.store = open_store(self._directory)
         manifest = self._manifest(call)
         started = time.perf_counter()
-        return self._remember(call, manifest, await self._func(*args, **kwargs), started)
+        with self._tracking(call) as reads:
+            value = await self._func(*args, **kwargs)
+        return self._remember(call, manifest, value, started, reads)
 
 
 def _notice(message: str) -> None:
@@ -488,6 +674,7 @@ def _rebuild(
     directory: str | None,
     version: str | None,
     qualname: str,
+    files: tuple[str, ...] = (),
 ) -> CachedFunction:
     """Unpickle a cached function: this process's own wrapper if it has one, else a new one."""
     existing = _resolve(getattr(func, "__module__", "") or "", qualname)
@@ -499,4 +686,4 @@ def _rebuild(
     if isinstance(func, types.FunctionType) and func.__qualname__ != qualname:
         func.__qualname__ = qualname  # a twin copied by value: give it its own name back
     kind = AsyncCachedFunction if inspect.iscoroutinefunction(func) else CachedFunction
-    return kind(func, ignore, directory, version)
+    return kind(func, ignore, directory, version, files)

@@ -11,7 +11,7 @@ explained by diffing the current manifest against the closest stored one.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import xxhash
@@ -24,14 +24,51 @@ _SALT = f"funcache_ipy:{SCHEMA_VERSION}:py{sys.version_info[0]}.{sys.version_inf
 Manifest = Mapping[str, Sequence[str]]
 
 
-def call_key(code_digest: bytes, arguments_digest: bytes, version: str | None = None) -> str:
-    """Key of one call: function fingerprint + arguments + the user's ``version=`` salt."""
+def call_key(
+    code_digest: bytes,
+    arguments_digest: bytes,
+    version: str | None = None,
+    files_digest: bytes | None = None,
+) -> str:
+    """Key of one call: function fingerprint + arguments + the user's ``version=`` salt.
+
+    ``files_digest`` covers the files known before the run (``files=`` globs and
+    ``pathlib.Path`` arguments), see :func:`files_digest`.
+    """
     h = xxhash.xxh3_128(_SALT)
     h.update(code_digest)
     h.update(arguments_digest)
     if version is not None:
         h.update(b"version:" + version.encode())
+    if files_digest is not None:
+        h.update(b"files:" + files_digest)
     return h.hexdigest()
+
+
+def files_digest(files: Iterable[tuple[str, str]]) -> bytes:
+    """Digest of ``(path, content digest)`` pairs, in the order given."""
+    h = xxhash.xxh3_128()
+    for path, digest in files:
+        encoded = path.encode(errors="surrogateescape")
+        h.update(len(encoded).to_bytes(8, "little") + encoded + digest.encode() + b"\0")
+    return h.digest()
+
+
+def file_set_key(key: str, files: Iterable[tuple[str, str]]) -> str:
+    """Key of a result whose run read files: its call key + the files' paths and contents.
+
+    One call key can thus have one entry per distinct set of file contents, so
+    reverting a file hits its earlier entry again.
+    """
+    h = xxhash.xxh3_128(_SALT + b"file set:")
+    h.update(key.encode())
+    h.update(files_digest(sorted(files)))
+    return h.hexdigest()
+
+
+def file_sets_key(key: str) -> str:
+    """Key of the record listing the file sets seen for call key ``key``."""
+    return xxhash.xxh3_128(_SALT + b"file sets of:" + key.encode()).hexdigest()
 
 
 def cell_key(normalized_code: str, inputs_digest: bytes) -> str:
@@ -76,7 +113,10 @@ def explain_manifests(new: Manifest, candidates: Sequence[Manifest]) -> list[str
             reasons.append(f"{label} is new")
         elif old[0] != digest:
             old_shown = old[1] if len(old) > 1 else ""
-            detail = f": {old_shown} → {shown}" if old_shown and shown else ""
+            # NB. Equal texts (a file of the same size, a truncated repr) would say nothing.
+            detail = (
+                f": {old_shown} → {shown}" if old_shown and shown and shown != old_shown else ""
+            )
             reasons.append(f"{label} changed{detail}")
     reasons.extend(f"{label} is no longer used" for label in closest if label not in new)
     return reasons

@@ -116,15 +116,13 @@ def test_ignore_leaves_parameter_out_and_rejects_unknown_names(capsys) -> None:
         funcache_ipy.cache(ignore=["nope"])(lambda x: x)
 
 
-def test_version_salt_forces_recompute(tmp_path: Path) -> None:
-    data = tmp_path / "data.txt"  # a dependency funcache_ipy cannot see
-
+def test_version_salt_forces_recompute(monkeypatch: pytest.MonkeyPatch) -> None:
     def source():
-        return data.read_text()
+        return os.environ["FUNCACHE_TEST_SOURCE"]  # a dependency funcache_ipy cannot see
 
-    data.write_text("old")
+    monkeypatch.setenv("FUNCACHE_TEST_SOURCE", "old")
     assert funcache_ipy.cache(version="v1")(source)() == "old"
-    data.write_text("new")
+    monkeypatch.setenv("FUNCACHE_TEST_SOURCE", "new")
     assert funcache_ipy.cache(version="v1")(source)() == "old"
     assert funcache_ipy.cache(version="v2")(source)() == "new"
 

@@ -1,0 +1,76 @@
+"""Files as inputs in a real Jupyter kernel, across restarts.
+
+A CSV read by a cached function is rewritten between kernel restarts, the way a data
+file changes while a notebook is closed: the next session must recompute, and a revert
+must hit the earlier entry. The body prints when it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from funcache_ipy.demo import KernelSession
+from tests.kernel_helpers import execute, open_kernel
+
+pytestmark = pytest.mark.kernel
+
+ROWS = """
+import funcache_ipy, pandas as pd
+from pathlib import Path
+PATH = "sales.csv"
+
+@funcache_ipy.cache
+def rows():
+    print("computing rows")
+    return len(pd.read_csv(PATH))
+
+@funcache_ipy.cache
+def first_line(path):
+    print("computing first_line")
+    return path.read_text().splitlines()[1]
+"""
+
+
+@pytest.fixture
+def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
+    with open_kernel(tmp_path) as session:
+        yield session
+
+
+def write_csv(count: int) -> None:
+    Path("sales.csv").write_text("a\n" + "".join(f"{i}\n" for i in range(count)))
+
+
+def call(kernel: KernelSession, expression: str) -> tuple[str, list[str]]:
+    run = execute(kernel, expression)
+    return run.stdout, run.mime("text/plain")
+
+
+def test_changed_csv_between_restarts_recomputes_and_revert_hits(kernel: KernelSession) -> None:
+    write_csv(100)
+    execute(kernel, ROWS)
+    assert call(kernel, "rows()") == ("computing rows\n", ["100"])
+    assert call(kernel, "first_line(Path(PATH))") == ("computing first_line\n", ["'0'"])
+
+    kernel.restart()
+    execute(kernel, ROWS)
+    assert call(kernel, "rows()") == ("", ["100"]), "unchanged file: expected a hit"
+
+    Path("sales.csv").write_text("a\n7\n")
+    kernel.restart()
+    execute(kernel, ROWS)
+    stdout, shown = call(kernel, "rows()")
+    assert shown == ["1"], f"expected 1 row, got {shown} (stale cache)"
+    assert stdout == "computing rows\n"
+    stdout, shown = call(kernel, "first_line(Path(PATH))")
+    assert shown == ["'7'"], f"expected '7', got {shown} (stale cache)"
+    explained = execute(kernel, "print(rows.explain_last())").stdout
+    assert "file `sales.csv` changed: " in explained, explained
+
+    write_csv(100)  # reverted
+    kernel.restart()
+    execute(kernel, ROWS)
+    assert call(kernel, "rows()") == ("", ["100"]), "reverted file: expected the old entry"
