@@ -8,43 +8,16 @@ run. Cell bodies count their real runs with ``tick()`` (a file no fingerprint se
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from funcache_ipy import decorator
 from funcache_ipy.store import FuncacheWarning
+from tests.cell_helpers import restart, runs
 from tests.conftest import run_cell
 
 np = pytest.importorskip("numpy")
-
-TICK = """
-def tick():
-    with open("runs.log", "a") as log:
-        log.write(".")
-"""
-
-
-@pytest.fixture
-def ip(shell: InteractiveShell) -> Iterator[InteractiveShell]:
-    """The shell with funcache_ipy loaded and ``tick()`` defined; unloaded afterwards."""
-    shell.extension_manager.load_extension("funcache_ipy")
-    run_cell(shell, TICK)
-    yield shell
-    shell.extension_manager.unload_extension("funcache_ipy")
-    decorator.set_enabled(True)
-
-
-def runs() -> int:
-    log = Path("runs.log")
-    return len(log.read_text()) if log.exists() else 0
-
-
-def restart(ip: InteractiveShell) -> None:
-    ip.reset(new_session=False)
-    run_cell(ip, TICK)
 
 
 def run_all(ip: InteractiveShell, cells: list[str]) -> list[object]:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import types
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,36 +24,8 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from funcache_ipy import decorator, magics
 from funcache_ipy.store import FuncacheWarning, open_store
+from tests.cell_helpers import restart, runs
 from tests.conftest import run_cell
-
-TICK = """
-def tick():
-    with open("runs.log", "a") as log:
-        log.write(".")
-"""
-
-
-@pytest.fixture
-def ip(shell: InteractiveShell) -> Iterator[InteractiveShell]:
-    """The shell with funcache_ipy loaded and ``tick()`` defined; unloaded afterwards."""
-    shell.extension_manager.load_extension("funcache_ipy")
-    run_cell(shell, TICK)
-    yield shell
-    shell.extension_manager.unload_extension("funcache_ipy")
-    shell.config.pop("FuncacheMagics", None)  # NB. %config also updates the shell's config
-    decorator.set_enabled(True)
-
-
-def runs() -> int:
-    """How many times a cell body called ``tick()`` in this test."""
-    log = Path("runs.log")
-    return len(log.read_text()) if log.exists() else 0
-
-
-def restart(ip: InteractiveShell) -> None:
-    """An empty namespace, as after a kernel restart (``tick`` defined again)."""
-    ip.reset(new_session=False)
-    run_cell(ip, TICK)
 
 
 def cell_magics(ip: InteractiveShell) -> magics.FuncacheMagics:

@@ -29,36 +29,13 @@ import pandas as pd
 import pytest
 
 from funcache_ipy.envelope import CorruptEnvelope, Sealer, load_secret, secret_path
-from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store, open_store
+from funcache_ipy.store import MISSING, FuncacheWarning, Store, open_store
+from tests.store_helpers import meta, reopen
 
 KEY = "0123456789abcdef0123456789abcdef"
 SMALL_ARRAY = np.arange(100, dtype=np.float64)  # envelope kept in SQLite
 FILE_ARRAY = np.arange(20_000, dtype=np.float64)  # 160 kB: value file, still in memory layer
 BIG_ARRAY = np.arange(300_000, dtype=np.float64)  # 2.4 MB: value file only
-
-
-_reopened: list[Store] = []
-
-
-def reopen(directory: Path) -> Store:
-    """Another Store on the same directory (a new process, as far as the cache can tell).
-
-    Closed after the test: Python 3.13 warns about SQLite connections left to the GC.
-    """
-    store = Store(directory)
-    _reopened.append(store)
-    return store
-
-
-@pytest.fixture(autouse=True)
-def close_reopened() -> Iterator[None]:
-    yield
-    while _reopened:
-        _reopened.pop().close()
-
-
-def meta(name: str = "nb.f") -> EntryMeta:
-    return EntryMeta(name, time.time(), 0.5, 0, {"x": ["00ff", "3"]})
 
 
 def same(a: object, b: object) -> bool:

@@ -19,33 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store, open_store
+from funcache_ipy.store import MISSING, FuncacheWarning, open_store
+from tests.store_helpers import meta, reopen
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="symlink attacks on POSIX")
 
 KEY = "0123456789abcdef0123456789abcdef"
 FILE_ARRAY = np.arange(20_000, dtype=np.float64)  # 160 kB: stored in a value file
 HEX28 = "0123456789abcdef0123456789ab"
-
-_opened: list[Store] = []
-
-
-def reopen(directory: Path) -> Store:
-    """A fresh Store on ``directory`` (a new process, as far as the cache can tell)."""
-    store = Store(directory)
-    _opened.append(store)
-    return store
-
-
-@pytest.fixture(autouse=True)
-def close_opened() -> Iterator[None]:
-    yield
-    while _opened:
-        _opened.pop().close()
-
-
-def meta() -> EntryMeta:
-    return EntryMeta("nb.f", 0.0, 0.5, 0, {})
 
 
 @contextlib.contextmanager

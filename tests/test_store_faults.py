@@ -27,11 +27,11 @@ from funcache_ipy.store import (
     MISSING,
     ORPHAN_GRACE,
     SWEEP_INTERVAL,
-    EntryMeta,
     Orphans,
     Store,
     open_store,
 )
+from tests.store_helpers import meta, reopen
 
 from .conftest import run_cell
 
@@ -39,26 +39,6 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX faults")
 
 FILE_ARRAY = np.arange(20_000, dtype=np.float64)  # 160 kB: stored in a value file
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-
-_opened: list[Store] = []
-
-
-def reopen(directory: Path) -> Store:
-    """A fresh Store on ``directory`` (a new process, as far as the cache can tell)."""
-    store = Store(directory)
-    _opened.append(store)
-    return store
-
-
-@pytest.fixture(autouse=True)
-def close_opened() -> Iterator[None]:
-    yield
-    while _opened:
-        _opened.pop().close()
-
-
-def meta(name: str = "nb.f") -> EntryMeta:
-    return EntryMeta(name, time.time(), 0.5, 0, {})
 
 
 @contextlib.contextmanager

@@ -1,0 +1,47 @@
+"""Shell plumbing shared by the ``%%funcache`` tests that run cells in-process.
+
+A cell's body counts its real runs with ``tick()``, which appends to ``runs.log`` in the
+test's working directory: a side effect no fingerprint sees, so a hit and a run are told
+apart without trusting the cache's own notice. ``restart`` (an empty namespace) stands in
+for a kernel restart; real kernels are tested in the ``test_kernel*.py`` files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+from funcache_ipy import decorator
+from tests.conftest import run_cell
+
+TICK = """
+def tick():
+    with open("runs.log", "a") as log:
+        log.write(".")
+"""
+
+
+@pytest.fixture
+def ip(shell: InteractiveShell) -> Iterator[InteractiveShell]:
+    """The shell with funcache_ipy loaded and ``tick()`` defined; unloaded afterwards."""
+    shell.extension_manager.load_extension("funcache_ipy")
+    run_cell(shell, TICK)
+    yield shell
+    shell.extension_manager.unload_extension("funcache_ipy")
+    shell.config.pop("FuncacheMagics", None)  # NB. %config also updates the shell's config
+    decorator.set_enabled(True)
+
+
+def runs() -> int:
+    """How many times a cell body called ``tick()`` in this test."""
+    log = Path("runs.log")
+    return len(log.read_text()) if log.exists() else 0
+
+
+def restart(ip: InteractiveShell) -> None:
+    """An empty namespace, as after a kernel restart (``tick`` defined again)."""
+    ip.reset(new_session=False)
+    run_cell(ip, TICK)
