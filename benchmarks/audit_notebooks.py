@@ -11,7 +11,10 @@ this script runs every code cell, in real Jupyter kernels, four times:
 
 After every cell a probe (a silent, empty request whose ``user_expressions`` call a
 module outside the notebook's namespace, so it binds nothing and leaves no history)
-digests every user variable. Then, cell by cell:
+digests every user variable, and the process state cells set for later ones (numpy's
+global random state and print options, pandas options, matplotlib's rcParams,
+``os.environ``, the working directory, ``sys.path``), named like ``<os.environ>``.
+Then, cell by cell:
 
 * run 2 vs run 1: a cell that hit must show the same outputs (bar the hit notice) and
   leave the same digests; a cell that missed is held to that except where plain A and B
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -71,7 +75,28 @@ _seen = {}  # cell name -> (hits, misses) at the previous probe
 
 def probe():
     shell = get_ipython()
-    return json.dumps({"ns": _namespace(shell), "cells": _cells(shell)})
+    namespace = {**_namespace(shell), **_process_state()}
+    return json.dumps({"ns": namespace, "cells": _cells(shell)})
+
+
+def _process_state():
+    """State outside the namespace that cells commonly set and later cells depend on."""
+    import os, sys
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FUNCACHE_")}
+    cwd = os.path.relpath(os.getcwd(), os.environ["FUNCACHE_AUDIT_WORK"])
+    state = {"<os.environ>": sorted(environ.items()), "<cwd>": cwd}
+    state["<sys.path>"] = list(sys.path)
+    np = sys.modules.get("numpy")
+    if np is not None:
+        state["<numpy.random global state>"] = np.random.get_state()
+        state["<numpy print options>"] = sorted(np.get_printoptions().items(), key=str)
+    pd = sys.modules.get("pandas")
+    if pd is not None:
+        state["<pandas options>"] = repr(pd._config.config._global_config)
+    mpl = sys.modules.get("matplotlib")
+    if mpl is not None:
+        state["<matplotlib.rcParams>"] = repr(sorted(mpl.rcParams.items()))
+    return {name: _digest(value) for name, value in state.items()}
 
 
 def _namespace(shell):
@@ -119,6 +144,8 @@ def _cells(shell):
 '''
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{4,}")
+# A SyntaxError names the cell's file, which ipykernel derives from the cell's text.
+_CELL_FILE = re.compile(r"\([^()]*\.py, line")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # A warning as ``warnings.showwarning`` prints it: "file:line: Category: message" and,
 # when the source is known, the offending line indented by two spaces.
@@ -135,7 +162,7 @@ class Shown:
     stderr: str = ""
     order: list[str] = field(default_factory=list)  # "stdout", "display", "result"...
     plain: list[str] = field(default_factory=list)  # text/plain of displays and result
-    png: int = 0
+    png: list[str] = field(default_factory=list)  # digests: a restyled figure differs
     html: int = 0
     error: str | None = None  # "Ename: evalue"
     hit_notice: bool = False
@@ -239,10 +266,13 @@ class AuditSession(KernelSession):
                 shown.order.append("result" if kind == "execute_result" else "display")
                 if "text/plain" in data:
                     shown.plain.append(_ADDRESS.sub("0x?", str(data["text/plain"])))
-                shown.png += "image/png" in data
+                if "image/png" in data:
+                    png = str(data["image/png"]).encode()
+                    shown.png.append(hashlib.sha256(png).hexdigest()[:12])
                 shown.html += "text/html" in data
             elif kind == "error":
-                shown.error = f"{content['ename']}: {_ADDRESS.sub('0x?', content['evalue'])}"
+                evalue = _CELL_FILE.sub("(<cell>, line", _ADDRESS.sub("0x?", content["evalue"]))
+                shown.error = f"{content['ename']}: {evalue}"
                 text = _ANSI.sub("", "\n".join(content["traceback"]))
                 shown.traceback_in_funcache = "funcache_ipy" in text
         seconds = time.perf_counter() - started
@@ -334,7 +364,8 @@ def audit_notebook(path: Path, timeout: float) -> NotebookAudit:
             ("funcache", cached_sources, _RUNS[2:]),
         ):
             work = _copy_notebook_folder(path, root / mode)
-            kernel = AuditSession(work, env, timeout=timeout)
+            # NB. The probe reports the cwd relative to this (it differs between modes).
+            kernel = AuditSession(work, {**env, "FUNCACHE_AUDIT_WORK": str(work)}, timeout=timeout)
             with kernel:
                 for number, label in enumerate(labels):
                     if number:
@@ -351,9 +382,9 @@ def audit_notebook(path: Path, timeout: float) -> NotebookAudit:
                         kernel.restart()  # NB. a timed-out cell may still be running
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    previous: dict[str, set[str]] = {"run 2": set(), "run 1": set(), "run 1 namespace": set()}
+    carry = _Carry()
     findings = [
-        _compare(number, source, reason, [records[label][number - 1] for label in _RUNS], previous)
+        _compare(number, source, reason, [records[label][number - 1] for label in _RUNS], carry)
         for number, (source, reason) in enumerate(zip(sources, skipped, strict=True), start=1)
     ]
     cached = [f for f in findings if f.skipped is None]
@@ -418,60 +449,77 @@ def _run_all(
     return records, None
 
 
+@dataclass
+class _Carry:
+    """What comparing one cell leaves for the next."""
+
+    reported: dict[str, set[str]] = field(default_factory=dict)  # per comparison
+    namespaces: dict[str, set[str]] = field(default_factory=dict)  # per run, "name=digest"
+    noisy: set[str] = field(default_factory=set)  # variables that differ between plain runs
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _compare(
     number: int,
     source: str,
     skipped: str | None,
     runs: Sequence[CellRecord | None],
-    previous: dict[str, set[str]],
+    carry: _Carry,
 ) -> Finding:
     """Compare one cell across the four runs.
 
-    ``previous`` holds the namespace differences already reported after the cell before,
-    per run compared, so a variable that stays different is reported where it starts; and
-    run 1's namespace after the cell before (as ``name=digest``), to see what this cell bound.
+    Nondeterminism is what plain A and B disagree on, plus what a cell computes from a
+    variable that was nondeterministic (a cell naming it in its source): an unseeded fit
+    can land on equal-looking values in A and B and another one in run 1. A cell that hit
+    is held to run 1 exactly for what it showed and for the variables run 1's cell bound.
+    A namespace difference is reported at the cell where it appears, not at every later one.
     """
     plain_a, plain_b, one, two = runs
     finding = Finding(number, headline(source), skipped, "")
-    if one is None or two is None or plain_a is None:
+    if one is None or two is None or plain_a is None or plain_b is None:
         finding.errors.append("not run (an earlier cell timed out or killed the kernel)")
         return finding
-    previous_one, previous["run 1 namespace"] = (
-        previous["run 1 namespace"],
-        set(f"{name}={digest}" for name, digest in one.namespace.items()),
-    )
+    bound = {
+        label: _changed_names(carry.namespaces.get(label, set()), record.namespace)
+        for label, record in (("plain A", plain_a), ("run 1", one))
+    }
+    for label, record in (("plain A", plain_a), ("run 1", one)):
+        carry.namespaces[label] = {f"{n}={d}" for n, d in record.namespace.items()}
+    reads_noisy = bool(carry.noisy & set(_WORD.findall(source)))
+    carry.noisy |= set(_namespace_diffs(plain_a.namespace, plain_b.namespace))
+    if reads_noisy:
+        carry.noisy |= bound["plain A"] | bound["run 1"]
+    noisy_output = reads_noisy or bool(_output_diffs(plain_a.shown, plain_b.shown))
+
     finding.cache = two.cache if skipped is None else ""
-    finding.run1_raised = one.shown.error is not None
+    # NB. IPython prints a UsageError (an unknown %magic) to stderr, not as an error reply.
+    finding.run1_raised = one.shown.error is not None or "UsageError: " in one.shown.stderr
     finding.explain = two.explain if two.cache == "miss" else ""
     finding.warnings = [*one.shown.warnings, *two.shown.warnings]
-    noisy_vars = _namespace_diffs(plain_a.namespace, plain_b.namespace) if plain_b else {}
-    noisy_output = plain_b is None or bool(_output_diffs(plain_a.shown, plain_b.shown))
 
-    diffs = _output_diffs(one.shown, two.shown)
-    if two.cache == "hit" or not noisy_output:
-        finding.hit_diffs += diffs
-    else:
-        finding.noise += len(diffs)
-    # NB. A hit must put back exactly what run 1's cell bound, random or not.
-    strict = _changed_names(previous_one, one.namespace) if two.cache == "hit" else set()
-    ns = _namespace_diffs(one.namespace, two.namespace)
-    real = {text for name, text in ns.items() if name not in noisy_vars or name in strict}
-    finding.hit_diffs += sorted(real - previous["run 2"])
-    previous["run 2"] = real
-    finding.noise += sum(name in noisy_vars and name not in strict for name in ns)
-    if two.cache == "hit" and not two.shown.hit_notice:
+    hit = two.cache == "hit"
+    # NB. Process state ("<os.environ>") is not what a hit restores: noise applies to it.
+    strict = {name for name in bound["run 1"] if not name.startswith("<")} if hit else set()
+    if hit and not two.shown.hit_notice:
         finding.hit_diffs.append("hit without the hit notice")
-
-    diffs = _output_diffs(plain_a.shown, one.shown)
-    if noisy_output:
-        finding.noise += len(diffs)
-    else:
-        finding.plain_diffs += diffs
-    ns = _namespace_diffs(plain_a.namespace, one.namespace)
-    real = {text for name, text in ns.items() if name not in noisy_vars}
-    finding.plain_diffs += sorted(real - previous["run 1"])
-    previous["run 1"] = real
-    finding.noise += sum(name in noisy_vars for name in ns)
+    for key, before, after, exact in (
+        ("run 2", one, two, hit),
+        ("run 1", plain_a, one, False),
+    ):
+        diffs = _output_diffs(before.shown, after.shown)
+        if exact or not noisy_output:
+            (finding.hit_diffs if key == "run 2" else finding.plain_diffs).extend(diffs)
+        else:
+            finding.noise += len(diffs)
+        ns = _namespace_diffs(before.namespace, after.namespace)
+        held = strict if key == "run 2" else set()
+        real = {text for name, text in ns.items() if name not in carry.noisy or name in held}
+        new = sorted(real - carry.reported.get(key, set()))
+        (finding.hit_diffs if key == "run 2" else finding.plain_diffs).extend(new)
+        carry.reported[key] = real
+        finding.noise += len(ns) - len(real)
 
     for label, before, after in (("run 1", plain_a, one), ("run 2", one, two)):
         if after.shown.error is not None and after.shown.error != before.shown.error:
