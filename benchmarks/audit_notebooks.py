@@ -95,7 +95,9 @@ def _process_state():
         state["<pandas options>"] = repr(pd._config.config._global_config)
     mpl = sys.modules.get("matplotlib")
     if mpl is not None:
-        state["<matplotlib.rcParams>"] = repr(sorted(mpl.rcParams.items()))
+        # NB. "%matplotlib inline" renames the backend ipykernel already uses; same backend.
+        params = sorted((k, v) for k, v in mpl.rcParams.items() if k != "backend")
+        state["<matplotlib.rcParams>"] = repr(params)
     return {name: _digest(value) for name, value in state.items()}
 
 
