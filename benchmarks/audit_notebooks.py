@@ -74,6 +74,7 @@ _seen = {}  # cell name -> (hits, misses) at the previous probe
 
 
 def probe():
+    """JSON: the namespace digests and the cells whose hit/miss counts moved."""
     shell = get_ipython()
     namespace = {**_namespace(shell), **_process_state()}
     return json.dumps({"ns": namespace, "cells": _cells(shell)})
@@ -114,6 +115,7 @@ def _namespace(shell):
 
 
 def _digest(value):
+    """funcache's content digest, else a digest of the repr with addresses masked."""
     kind = f"{type(value).__module__}.{type(value).__qualname__}"
     try:
         from funcache_ipy.fingerprint import hash_content
@@ -212,6 +214,7 @@ class Finding:
         return lines[1].strip(" -") if len(lines) == 2 else ""
 
     def interesting(self) -> bool:
+        """Whether the cell gets a row in the notebook's table."""
         return bool(self.hit_diffs or self.plain_diffs or self.errors or self.warnings) or (
             self.cache == "miss"
         )
@@ -219,6 +222,8 @@ class Finding:
 
 @dataclass
 class NotebookAudit:
+    """One notebook's result: the findings per cell and the raw records of the four runs."""
+
     path: str
     cells: int
     cached: int
@@ -229,10 +234,11 @@ class NotebookAudit:
     records: dict[str, list[CellRecord | None]]
 
     def counts(self) -> dict[str, int]:
+        """Cells with each kind of finding (noise: differences, not cells)."""
         return {
             "output/namespace diffs (run 2 vs 1)": sum(bool(f.hit_diffs) for f in self.findings),
             "diffs vs plain": sum(bool(f.plain_diffs) for f in self.findings),
-            "misses": sum(f.needless_miss for f in self.findings),
+            "needless misses": sum(f.needless_miss for f in self.findings),
             "errors": sum(bool(f.errors) for f in self.findings),
             "warned": sum(bool(f.warnings) for f in self.findings),
             "noise": sum(f.noise for f in self.findings),
@@ -247,6 +253,7 @@ class AuditSession(KernelSession):
     """
 
     def run_cell(self, code: str) -> CellRecord:
+        """Run ``code`` as the next cell (history on, as Jupyter does), then probe."""
         client = self._require_client()
         started = time.perf_counter()
         msg_id = client.execute(code, store_history=True, allow_stdin=False)
@@ -303,6 +310,7 @@ class AuditSession(KernelSession):
         return payload["ns"], cells
 
     def _drain_shell_reply(self, msg_id: str, started: float, code: str) -> dict[str, Any]:
+        """The shell channel's reply to ``msg_id`` (earlier replies are skipped)."""
         client = self._require_client()
         while True:
             reply = self._next_message(client.get_shell_msg, started, code)
@@ -343,6 +351,7 @@ def skip_reason(source: str) -> str | None:
 
 
 def headline(source: str, width: int = 40) -> str:
+    """The first non-blank line of a cell, shortened to ``width`` characters."""
     line = next((ln.strip() for ln in source.splitlines() if ln.strip()), "")
     return line if len(line) <= width else line[: width - 3] + "..."
 
@@ -565,6 +574,7 @@ def _namespace_diffs(first: dict[str, str], second: dict[str, str]) -> dict[str,
 
 
 def _clip(value: object, width: int = 160) -> str:
+    """``repr(value)``, shortened to ``width`` characters for a table cell."""
     text = repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -602,12 +612,14 @@ def format_notebook(audit: NotebookAudit) -> str:
 
 
 def _miss_kind(finding: Finding) -> str:
+    """How a run-2 miss is labelled in the table."""
     if finding.needless_miss:
         return "NEEDLESS MISS"
     return "miss (run 1 raised)" if finding.run1_raised else "miss (by design)"
 
 
 def format_summary(audits: Iterable[NotebookAudit]) -> str:
+    """One row per notebook: hit rate and the counts of ``NotebookAudit.counts``."""
     rows = []
     for audit in audits:
         c = audit.counts()
@@ -620,11 +632,12 @@ def format_summary(audits: Iterable[NotebookAudit]) -> str:
                 *(str(v) for v in c.values()),
             ]
         )
-    header = ["notebook", "cells", "cached", "hits", "run2≠run1", "≠plain", "misses"]
+    header = ["notebook", "cells", "cached", "hits", "run2≠run1", "≠plain", "needless"]
     return table([*header, "errors", "warned", "noise"], rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Audit the notebooks given on the command line; 1 if anything differs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per cell")
