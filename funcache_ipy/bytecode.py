@@ -19,6 +19,11 @@ from funcache_ipy.hashing import hash_value
 
 _LOADS_GLOBAL = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
 _LOADS_ATTR = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+# NB. CPython 3.11 compiles ``np.sum(x)`` to LOAD_ATTR when ``np`` is imported in the same
+# compile unit and to LOAD_METHOD otherwise: one function, two bytecodes depending on
+# which statements it was compiled with (a cell run whole, or a hit re-running only its
+# definitions). Both call the same attribute, so they digest alike.
+_SAME_AS = {"LOAD_METHOD": "LOAD_ATTR"}
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ def _build_code_summary(code: types.CodeType) -> CodeSummary:
     for ins in dis.get_instructions(code):
         if ins.opname == "EXTENDED_ARG":
             continue
-        h.update(ins.opname.encode())
+        h.update(_SAME_AS.get(ins.opname, ins.opname).encode())
         if ins.opname in _LOADS_ATTR and current_chain:
             current_chain.append(ins.argval)
             h.update(ins.argval.encode())

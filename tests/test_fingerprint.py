@@ -198,6 +198,11 @@ MUST_MISS = {
 }
 
 MUST_HIT = {
+    "helper compiled with its import, then alone (LOAD_ATTR vs LOAD_METHOD)": (
+        'exec("import math\\ndef helper(x):\\n    return math.floor(x)")\n'
+        "@funcache_ipy.cache\ndef f(x): return helper(x)",
+        "def helper(x):\n    return math.floor(x)",
+    ),
     "same value reassigned": (
         "SCALE = 2\n@funcache_ipy.cache\ndef f(x): return x * SCALE",
         "SCALE = 2",
