@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from funcache_ipy import state
 from funcache_ipy.analysis import CellAnalysis
 from funcache_ipy.capture import (
     DisplayPublisher,
@@ -51,9 +52,10 @@ from funcache_ipy.capture import (
     show_outputs,
 )
 from funcache_ipy.decorator import is_enabled
+from funcache_ipy.file_sets import RECORD_LABEL
 from funcache_ipy.fingerprint import fingerprint_names, hash_content
 from funcache_ipy.hashing import UnhashableError, is_immutable
-from funcache_ipy.keys import Explanation, cell_key, explain_manifests
+from funcache_ipy.keys import Explanation, cell_key, explain_manifests, state_key
 from funcache_ipy.origins import find_spec_quietly, is_local_file
 from funcache_ipy.restore import (
     ArrayView,
@@ -96,6 +98,7 @@ class _Entry:
     result: object  # the last expression's value (None when hidden by ";")
     outputs: tuple[Output, ...]
     seconds: float
+    state: bool  # the run changed process state, stored apart under keys.state_key
 
 
 @dataclass
@@ -180,20 +183,22 @@ class CellCache:
         rebound_inputs = [n for n in analysis.inputs if n in analysis.bound and n in namespace]
         shapes = record_shapes(namespace, [*watched, *rebound_inputs])  # rebound: ``arr += 1``
         before = {n: id(value) for n, value in namespace.items()}
+        state_before = state.snapshot()
         started = time.perf_counter()
         with OutputCapture(publisher) as capture:
             result = _execute(analysis, namespace, compiler)
             figures = capture.flush_figures()
         seconds = time.perf_counter() - started
+        changed = state.changes(state_before, state.snapshot())
         entry, problem = _collect(
-            analysis, namespace, before, watched, shapes, result, capture, seconds
+            analysis, namespace, before, watched, shapes, result, capture, seconds, bool(changed)
         )
         if figures:  # NB. shown after Out[n], like the inline backend does
             after_result(functools.partial(show_outputs, figures, publisher))
         if problem is not None:
             stats.last_note = f"not stored: {problem}"
             _warn(f"funcache: cell {name} was not cached: {problem}", namespace)
-        else:
+        elif not changed or store.set(state_key(key), changed, _state_meta(name)):
             store.set(key, entry, EntryMeta(name, time.time(), seconds, 0, manifest))
         return result
 
@@ -223,10 +228,40 @@ class CellCache:
         compiler: Compile,
         name: str,
     ) -> _Entry | None:
-        """Put a stored run back into ``namespace``; ``None`` (a miss) if it cannot be."""
+        """Put a stored run back into ``namespace``; ``None`` (a miss) if it cannot be.
+
+        NB. The process state the run changed goes back first: a cell that extends
+        ``sys.path`` or changes directory before importing needs it for its imports. If
+        the entry then cannot be restored, the state is put back as it was, so the cell
+        runs from where a run would start.
+        """
+        if store.meta(key) is None:
+            return None
+        changes = store.get(state_key(key))
+        if changes is MISSING:
+            return self._restore_entry(store, key, analysis, namespace, compiler, name, False)
+        if not isinstance(changes, dict) or not state.fits(changes):
+            return None
+        saved = state.snapshot()
+        state.apply(changes, libraries=False)
+        entry = self._restore_entry(store, key, analysis, namespace, compiler, name, True)
+        if entry is None:
+            state.undo(saved)
+        else:
+            state.apply(changes, libraries=True)
+        return entry
+
+    def _restore_entry(
+        self,
+        store: Store,
+        key: str,
+        analysis: CellAnalysis,
+        namespace: dict[str, Any],
+        compiler: Compile,
+        name: str,
+        state_applied: bool,
+    ) -> _Entry | None:
         if analysis.definitions:
-            if store.meta(key) is None:
-                return None
             try:
                 exec(compiler(ast.Module(list(analysis.definitions), []), "exec"), namespace)
             except ImportError as exc:
@@ -235,8 +270,8 @@ class CellCache:
             except Exception:  # NB. e.g. a decorator that now fails: running shows why
                 return None
         entry = store.get(key)
-        if not isinstance(entry, _Entry):
-            return None
+        if not isinstance(entry, _Entry) or entry.state != state_applied:
+            return None  # (a state record evicted apart from its entry: run again)
         try:
             values = {var: _revive(value) for var, value in entry.values.items()}
         except ImportError:
@@ -255,9 +290,10 @@ class CellCache:
     ) -> None:
         """Say once per session why a cell whose imports fail on a hit keeps running.
 
-        The usual cause is the cell making a module importable itself
-        (``sys.path.insert(0, "src")`` before ``import mymod``): a hit re-runs only the
-        import, never other statements, so it fails after every restart.
+        ``sys.path`` and the working directory the cell changed are back before its
+        imports re-run; the usual remaining cause is a cell that makes a module
+        importable otherwise (writing it, ``%pip install``): a hit re-runs only the
+        imports, never the other statements, so it fails after every restart.
         """
         stats = self.stats[name]
         module = exc.name or "a module"
@@ -268,11 +304,16 @@ class CellCache:
         _warn(
             f"funcache: cell {name} could not be restored, so it ran: a hit re-runs only "
             f"the cell's import, def and class statements, and importing {module} failed "
-            f"({exc}). If the cell itself makes {module} importable (sys.path.insert, "
-            "os.chdir), move that into an earlier cell; until then the cell runs after "
+            f"({exc}). If the cell itself makes {module} importable (writing it, %pip "
+            "install), move that into an earlier cell; until then the cell runs after "
             "every restart.",
             namespace,
         )
+
+
+def _state_meta(name: str) -> EntryMeta:
+    """A state record lists as a record of cell ``name`` (cleared with it), not an entry."""
+    return EntryMeta(name, time.time(), 0.0, 0, {RECORD_LABEL: ["process state", ""]})
 
 
 def _revive(value: object) -> object:
@@ -444,6 +485,7 @@ def _collect(
     result: object,
     capture: OutputCapture,
     seconds: float,
+    state_changed: bool,
 ) -> tuple[_Entry, None] | tuple[None, str]:
     """The entry to store after a run, or why the run cannot be stored.
 
@@ -489,7 +531,7 @@ def _collect(
     views, problem = find_views(stored, {n: value for n, (value, _) in shapes.items()})
     if problem is not None:
         return None, problem
-    entry = _Entry(values, kept, views, removed, result, capture.outputs, seconds)
+    entry = _Entry(values, kept, views, removed, result, capture.outputs, seconds, state_changed)
     problem = _unpicklable(entry)
     return (None, problem) if problem is not None else (entry, None)
 

@@ -71,6 +71,15 @@ def file_sets_key(key: str) -> str:
     return xxhash.xxh3_128(_SALT + b"file sets of:" + key.encode()).hexdigest()
 
 
+def state_key(key: str) -> str:
+    """Key of the process state a cell's run changed (seeds, options, ``sys.path``).
+
+    Kept apart from the entry so that a hit can put ``sys.path`` and the working
+    directory back *before* re-running the cell's imports and definitions.
+    """
+    return xxhash.xxh3_128(_SALT + b"state of:" + key.encode()).hexdigest()
+
+
 def cell_key(normalized_code: str, inputs_digest: bytes) -> str:
     """Key of one ``%%funcache`` cell: its normalized code + the digest of what it reads."""
     h = xxhash.xxh3_128(_SALT + b"cell:")

@@ -341,39 +341,58 @@ def test_module_bound_outside_a_top_level_import_is_reimported(ip: InteractiveSh
     assert ip.user_ns["codec"] is sys.modules["json"]
 
 
-def test_import_made_possible_by_the_cell_itself_warns_once(
-    ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+def test_import_made_possible_by_sys_path_in_the_cell_hits(
+    ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A hit re-runs the imports but not ``sys.path.insert``: say what to move, then run."""
+    """The ``sys.path`` the run left is back before a hit re-runs the cell's imports."""
     Path("src").mkdir()
     Path("src", "fc_local_mod.py").write_text("def load():\n    return [1, 2]\n")
     monkeypatch.setattr(sys, "path", list(sys.path))
     cell = "%%funcache --name loader\ntick()\nimport sys\nsys.path.insert(0, 'src')\nimport fc_local_mod\ndata = fc_local_mod.load()\n"
+    try:
+        run_cell(ip, cell)
+        for _ in range(2):
+            restart(ip)
+            sys.path.remove("src")
+            del sys.modules["fc_local_mod"]
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", FuncacheWarning)
+                run_cell(ip, cell)
+            assert ip.user_ns["data"] == [1, 2]
+    finally:
+        sys.modules.pop("fc_local_mod", None)
+    assert runs() == 1, "both restarts must hit"
+
+
+def test_import_made_possible_otherwise_by_the_cell_warns_once(
+    ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A cell that writes the module it imports: the hit's import fails; say so, then run."""
+    monkeypatch.syspath_prepend(str(Path.cwd()))
+    cell = "%%funcache --name writer\ntick()\nfrom pathlib import Path\nPath('fc_written.py').write_text('X = 3')\nimport fc_written\nx = fc_written.X\n"
 
     def run_after_restart() -> list[str]:
         restart(ip)
-        sys.path.remove("src")
-        del sys.modules["fc_local_mod"]
+        Path("fc_written.py").unlink()
+        del sys.modules["fc_written"]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             run_cell(ip, cell)
-        assert ip.user_ns["data"] == [1, 2]
+        assert ip.user_ns["x"] == 3
         return [str(w.message) for w in caught if w.category is FuncacheWarning]
 
     try:
         run_cell(ip, cell)
         first, second = run_after_restart(), run_after_restart()
     finally:
-        sys.modules.pop("fc_local_mod", None)
+        sys.modules.pop("fc_written", None)
     assert runs() == 3
-    assert len(first) == 1 and "importing fc_local_mod failed" in first[0], first
+    assert len(first) == 1 and "importing fc_written failed" in first[0], first
     assert "move that into an earlier cell" in first[0]
     assert second == [], "the warning should show once per session"
     capsys.readouterr()
-    run_cell(ip, "%funcache explain loader")
-    assert (
-        "re-running its imports failed: No module named 'fc_local_mod'" in capsys.readouterr().out
-    )
+    run_cell(ip, "%funcache explain writer")
+    assert "re-running its imports failed: No module named 'fc_written'" in capsys.readouterr().out
 
 
 def test_cached_decorated_function_defined_in_a_cell(ip: InteractiveShell) -> None:
