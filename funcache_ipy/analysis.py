@@ -102,13 +102,16 @@ def analyze_cell(
     for statement in tree.body:
         bound_before.append(frozenset(flow.bound))
         reads, binds = flow.statement(statement)
-        if not isinstance(statement, _DEFINITIONS):
+        lambda_name = _lambda_definition(statement)
+        if not isinstance(statement, _DEFINITIONS) and lambda_name is None:
             computed |= binds
             continue
         definitions.append(statement)
         defined |= binds
         if reads and isinstance(statement, _NAMED_DEFINITIONS):  # imports read nothing
             definition_reads[statement.name] = reads
+        elif reads and lambda_name is not None:  # its defaults
+            definition_reads[lambda_name] = reads
     bound_before.append(frozenset(flow.bound))
     inputs = dict(flow.inputs)
     global_writes: set[str] = set()
@@ -508,6 +511,22 @@ def _is_inert(node: ast.expr, *, annotation: bool = False) -> bool:
         elif not isinstance(child, (*allowed, ast.unaryop)):
             return False
     return True
+
+
+def _lambda_definition(statement: ast.stmt) -> str | None:
+    """The name ``square = lambda x: x * x`` defines, or None for other statements.
+
+    A lambda bound to a name is a function definition written as an expression: like a
+    ``def`` it is re-run on a hit rather than pickled (pickle cannot store lambdas).
+    """
+    if (
+        isinstance(statement, ast.Assign)
+        and len(statement.targets) == 1
+        and isinstance(statement.targets[0], ast.Name)
+        and isinstance(statement.value, ast.Lambda)
+    ):
+        return statement.targets[0].id
+    return None
 
 
 def _function_globals(statement: ast.stmt) -> tuple[set[str], set[str]]:

@@ -395,6 +395,18 @@ def test_import_made_possible_otherwise_by_the_cell_warns_once(
     assert "re-running its imports failed: No module named 'fc_written'" in capsys.readouterr().out
 
 
+def test_lambda_bound_to_a_name_is_recreated_on_a_hit(ip: InteractiveShell) -> None:
+    """Pickle cannot store a lambda; like a ``def``, it is re-run instead."""
+    cell = "%%funcache\ntick()\nscale = 3\nsquare = lambda x, k=2: x ** k\ntriple = lambda x: x * scale\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FuncacheWarning)
+        run_cell(ip, cell)
+        restart(ip)
+        run_cell(ip, cell)
+    assert runs() == 1, "the cell must hit"
+    assert run_cell(ip, "square(3), triple(2)") == (9, 6)
+
+
 def test_cached_decorated_function_defined_in_a_cell(ip: InteractiveShell) -> None:
     cell = "%%funcache\ntick()\nimport funcache_ipy\n\n@funcache_ipy.cache\ndef double(v):\n    return v * 2\n"
     run_cell(ip, cell)
