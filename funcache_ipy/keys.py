@@ -71,11 +71,16 @@ def file_sets_key(key: str) -> str:
     return xxhash.xxh3_128(_SALT + b"file sets of:" + key.encode()).hexdigest()
 
 
-def cell_key(normalized_code: str, inputs_digest: bytes) -> str:
-    """Key of one ``%%funcache`` cell: its normalized code + the digest of what it reads."""
+def cell_key(normalized_code: str, inputs_digest: bytes, files_digest: bytes | None = None) -> str:
+    """Key of one ``%%funcache`` cell: its normalized code + the digest of what it reads.
+
+    ``files_digest`` covers the files declared with ``--files``, see :func:`files_digest`.
+    """
     h = xxhash.xxh3_128(_SALT + b"cell:")
     h.update(normalized_code.encode())
     h.update(inputs_digest)
+    if files_digest is not None:
+        h.update(b"files:" + files_digest)
     return h.hexdigest()
 
 

@@ -110,12 +110,23 @@ class FuncacheMagics(Magics):
         help='name for %%funcache info/clear/explain (default: "cell:" + 8 hex digits '
         "of the code's digest, so an edited cell gets a new name)",
     )
+    @argument(
+        "--files",
+        nargs="+",
+        action="extend",
+        metavar="GLOB",
+        help="files the cell reads behind Python's open (pyarrow, h5py, C code), hashed "
+        "into the key before it runs: globs relative to the cwd, a directory by all its "
+        'files; several per option or repeated (--files "data/*.parquet" cfg.yaml)',
+    )
     @cell_magic("funcache")  # type: ignore[arg-type]  # IPython types it as a union
     def funcache_cell(self, line: str, cell: str) -> Any:
         """Cache a cell: a re-run with the same code and inputs restores its results.
 
         The key is the cell's code (comments and blank lines aside) plus the content
-        of every variable, function and module the cell reads. On a hit, the names the
+        of every variable, function and module the cell reads, and of the files it
+        opens while it runs (stored by their contents, so a changed file runs the cell
+        again and a reverted one hits its earlier run). On a hit, the names the
         cell binds and the inputs it changed in place (``data.append(4)``) are put
         back, its printed and displayed output is replayed, its last value is returned,
         and one line says so. On a miss the cell runs as usual while its output is
@@ -124,8 +135,9 @@ class FuncacheMagics(Magics):
 
         Imports, functions and classes of the cell are re-created on a hit by re-running
         its top-level import/def/class statements, so they work after a kernel restart.
-        Not seen: files the cell reads, output of subprocesses and C code, names reached
-        through ``eval`` or ``globals()``. ``%funcache off`` makes cells just run.
+        Not seen: files read without Python's ``open`` (declare them with ``--files``) or
+        by subprocesses, output of subprocesses and C code, names reached through ``eval``
+        or ``globals()``. ``%funcache off`` makes cells just run.
 
         Example::
 
@@ -169,6 +181,7 @@ class FuncacheMagics(Magics):
             refresh=args.refresh,
             quiet=args.quiet or self.quiet,
             ignore=frozenset(helpers),
+            declared=[_unquoted(pattern) for pattern in args.files or ()],
         )
 
     @magic_arguments("funcache")
@@ -376,6 +389,17 @@ def _resolve(name: str, known: Iterable[str], condition: str) -> str:
     if matches:
         raise UsageError(f"{name!r} is ambiguous: {_listing(matches)}; use the full name")
     raise UsageError(f"no function or cell named {name!r} {condition}; known: {_listing(names)}")
+
+
+def _unquoted(word: str) -> str:
+    """``"data/*.csv"`` as ``data/*.csv``.
+
+    NB. IPython splits a magic's line keeping quotes (so Windows paths keep their
+    backslashes): a quoted pattern would otherwise match nothing, silently.
+    """
+    if len(word) >= 2 and word[0] == word[-1] and word[0] in "'\"":
+        return word[1:-1]
+    return word
 
 
 def _listing(names: Iterable[str]) -> str:

@@ -43,6 +43,29 @@ def shell():
     ip.reset(new_session=False)
 
 
+TICK = """
+def tick():
+    with open("runs.log", "a") as log:
+        log.write(".")
+"""
+
+
+@pytest.fixture
+def ip(shell):
+    """The shell with funcache_ipy loaded and ``tick()`` defined; unloaded afterwards.
+
+    A cell body calls ``tick()`` to count its real runs (see ``test_magics.runs``).
+    """
+    from funcache_ipy import decorator
+
+    shell.extension_manager.load_extension("funcache_ipy")
+    run_cell(shell, TICK)
+    yield shell
+    shell.extension_manager.unload_extension("funcache_ipy")
+    shell.config.pop("FuncacheMagics", None)  # NB. %config also updates the shell's config
+    decorator.set_enabled(True)
+
+
 def run_cell(ip, code: str):
     """Run one cell like a user would; re-raise its error; return its last value."""
     result = ip.run_cell(code, store_history=True)

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import types
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,24 +24,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from funcache_ipy import decorator, magics
 from funcache_ipy.store import FuncacheWarning, open_store
-from tests.conftest import run_cell
-
-TICK = """
-def tick():
-    with open("runs.log", "a") as log:
-        log.write(".")
-"""
-
-
-@pytest.fixture
-def ip(shell: InteractiveShell) -> Iterator[InteractiveShell]:
-    """The shell with funcache_ipy loaded and ``tick()`` defined; unloaded afterwards."""
-    shell.extension_manager.load_extension("funcache_ipy")
-    run_cell(shell, TICK)
-    yield shell
-    shell.extension_manager.unload_extension("funcache_ipy")
-    shell.config.pop("FuncacheMagics", None)  # NB. %config also updates the shell's config
-    decorator.set_enabled(True)
+from tests.conftest import TICK, run_cell
 
 
 def runs() -> int:
@@ -548,12 +530,12 @@ def test_top_level_await_is_a_usage_error(ip: InteractiveShell) -> None:
 # ---------------------------------------------------------------- options and controls
 
 
-def test_refresh_runs_and_overwrites(ip: InteractiveShell) -> None:
-    """A file the cell reads is invisible to the key: --refresh is how to pick it up."""
-    Path("value.txt").write_text("1")
-    cell = "%%funcache {}\ntick()\nwith open('value.txt') as f:\n    value = int(f.read())\n"
+def test_refresh_runs_and_overwrites(ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An environment variable is invisible to the key: --refresh is how to pick it up."""
+    monkeypatch.setenv("FUNCACHE_TEST_VALUE", "1")
+    cell = "%%funcache {}\ntick()\nimport os\nvalue = int(os.environ['FUNCACHE_TEST_VALUE'])\n"
     run_cell(ip, cell.format(""))
-    Path("value.txt").write_text("2")
+    monkeypatch.setenv("FUNCACHE_TEST_VALUE", "2")
     run_cell(ip, cell.format(""))
     assert (runs(), ip.user_ns["value"]) == (1, 1)
     for flag in ("--refresh", "-r"):

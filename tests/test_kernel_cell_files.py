@@ -1,0 +1,120 @@
+"""``%%funcache`` cells in real Jupyter kernels: files they read, across restarts.
+
+Data files are rewritten between kernel restarts, the way they change while a notebook is
+closed: the next session must run the cell again, and a revert must hit the earlier run.
+Each cell body appends its name to ``runs.log`` when it runs: the witness of a run that
+no replay can imitate (printed lines are replayed on a hit).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from funcache_ipy.demo import HIT_NOTICE, KernelSession
+from tests.kernel_helpers import execute, open_kernel
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
+    with open_kernel(tmp_path) as session:
+        yield session
+
+
+SETUP = """
+%load_ext funcache_ipy
+import pandas as pd
+from tests.test_files import c_read
+PATH = "sales.csv"
+
+def ran(name):
+    with open("runs.log", "a") as log:
+        log.write(name + "\\n")
+"""
+ROWS = """%%funcache --name rows
+ran("rows")
+rows = len(pd.read_csv(PATH))
+rows
+"""
+FIRST = """%%funcache --name first
+ran("first")
+with open(PATH) as f:
+    first = f.read().splitlines()[1]
+first
+"""
+SIZE = """%%funcache --name size --files "blobs/*.bin"
+ran("size")
+size = sum(len(c_read(f"blobs/{name}")) for name in sorted(os.listdir("blobs")))
+size
+"""
+
+
+def write_csv(count: int) -> None:
+    Path("sales.csv").write_text("a\n" + "".join(f"{i}\n" for i in range(count)))
+
+
+def run_cells(kernel: KernelSession) -> dict[str, tuple[bool, str]]:
+    """Per cell: whether its body ran, and the value it shows."""
+    found = {}
+    log = Path("runs.log")
+    for name, cell in (("rows", ROWS), ("first", FIRST), ("size", SIZE)):
+        log.write_text("")
+        run = execute(kernel, cell)
+        ran = log.read_text() == f"{name}\n"
+        assert ran != run.stdout.startswith(HIT_NOTICE), f"{name}: {run.stdout!r}"
+        found[name] = (ran, run.mime("text/plain")[0])
+    return found
+
+
+def restart(kernel: KernelSession) -> dict[str, tuple[bool, str]]:
+    kernel.restart()
+    execute(kernel, SETUP + "import os")
+    return run_cells(kernel)
+
+
+def test_files_cells_read_are_inputs_across_restarts(kernel: KernelSession) -> None:
+    write_csv(100)
+    Path("blobs").mkdir()
+    Path("blobs/a.bin").write_bytes(b"abc")
+    execute(kernel, SETUP + "import os")
+    assert run_cells(kernel) == {
+        "rows": (True, "100"),
+        "first": (True, "'0'"),
+        "size": (True, "3"),
+    }
+    assert restart(kernel) == {
+        "rows": (False, "100"),
+        "first": (False, "'0'"),
+        "size": (False, "3"),
+    }, "unchanged files: expected hits after a restart"
+
+    write_csv(100)  # the same bytes, a new mtime
+    os.utime("blobs/a.bin")  # touched
+    assert restart(kernel) == {
+        "rows": (False, "100"),
+        "first": (False, "'0'"),
+        "size": (False, "3"),
+    }, "rewritten with the same bytes or touched: expected hits"
+
+    Path("sales.csv").write_text("a\n7\n")
+    Path("blobs/a.bin").write_bytes(b"abcdef")  # read by C code: only --files sees it
+    assert restart(kernel) == {
+        "rows": (True, "1"),
+        "first": (True, "'7'"),
+        "size": (True, "6"),
+    }, "changed files: expected every cell to run again (stale cache)"
+    explained = execute(kernel, "%funcache explain rows").stdout
+    assert "file `sales.csv` changed: " in explained, explained
+
+    write_csv(100)  # reverted
+    Path("blobs/a.bin").write_bytes(b"abc")
+    assert restart(kernel) == {
+        "rows": (False, "100"),
+        "first": (False, "'0'"),
+        "size": (False, "3"),
+    }, "reverted files: expected the earlier runs to hit"
