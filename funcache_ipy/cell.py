@@ -9,7 +9,8 @@ A hit puts all of that back.
 
 Files the run reads are inputs too, found while it runs: the entry is stored by the
 contents of those files, and a lookup checks them (see :mod:`funcache_ipy.file_sets`,
-shared with ``@cache``).
+shared with ``@cache``). While a miss runs, it holds the key's lease
+(:mod:`funcache_ipy.lease`): a second kernel running the same cell waits, then hits.
 
 An input the cell changed in place without rebinding it (``data.append(3)``) is
 restored *into the live object*, so its other names see the change too; which
@@ -62,6 +63,7 @@ from funcache_ipy.files import FileState
 from funcache_ipy.fingerprint import fingerprint_names, hash_content
 from funcache_ipy.hashing import UnhashableError, is_immutable
 from funcache_ipy.keys import Explanation, cell_key, explain_manifests, files_digest
+from funcache_ipy.lease import lease
 from funcache_ipy.origins import find_spec_quietly, is_local_file
 from funcache_ipy.restore import (
     ArrayView,
@@ -212,7 +214,17 @@ class CellCache:
             manifest[_FILES_LABEL] = [" ".join(declared), ", ".join(declared)]
         manifest.update(file_sets.manifest_of(key_files))
 
-        return self._compute(store, key, cell, inputs.reached, manifest, key_files)
+        def waiting(holder: int | None) -> None:
+            by = f"process {holder}" if holder else "another process"
+            print(f"funcache: waiting for {by}, which is running cell {name}", file=sys.stderr)
+
+        with lease(store.directory, key, on_wait=waiting) as waited:
+            if waited and not refresh:  # its run may be stored by now, under any file set
+                result = self._hit(store, key, cell)
+                if result is not MISSING:
+                    stats.misses -= 1
+                    return result
+            return self._compute(store, key, cell, inputs.reached, manifest, key_files)
 
     def _hit(self, store: Store, key: str, cell: _Cell) -> object:
         """Restore the cell's stored run, replay its output; its value, or ``MISSING``.

@@ -1,4 +1,5 @@
-"""``%%funcache`` cells in real Jupyter kernels: files they read, across restarts.
+"""``%%funcache`` cells in real Jupyter kernels: files they read, across restarts; a
+kernel and another process running one slow cell at once.
 
 Data files are rewritten between kernel restarts, the way they change while a notebook is
 closed: the next session must run the cell again, and a revert must hit the earlier run.
@@ -9,13 +10,16 @@ no replay can imitate (printed lines are replayed on a hit).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from funcache_ipy.demo import HIT_NOTICE, KernelSession
-from tests.kernel_helpers import execute, open_kernel
+from tests.kernel_helpers import execute, open_kernel, value
 
 pytestmark = pytest.mark.kernel
 
@@ -118,3 +122,51 @@ def test_files_cells_read_are_inputs_across_restarts(kernel: KernelSession) -> N
         "first": (False, "'0'"),
         "size": (False, "3"),
     }, "reverted files: expected the earlier runs to hit"
+
+
+SLOW_SETUP = """
+%load_ext funcache_ipy
+import os, time
+
+def wait_for(path):
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+"""
+# NB. The first run lasts until the kernel has started the same cell (and then 1.5 s,
+# for it to reach the lease): without the lease, the kernel runs the body too.
+SLOW = """%%funcache --name slow
+with open("starts.txt", "a") as starts:
+    starts.write(f"{os.getpid()}\\n")
+wait_for("kernel-started")
+time.sleep(1.5)
+answer = 42
+"""
+# The other process: an IPython shell running the same cells, as a second kernel would.
+SHELL = f"""
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+for cell in ({SLOW_SETUP!r}, {SLOW!r}):
+    shell.run_cell(cell).raise_error()
+"""
+
+
+def test_a_kernel_and_another_process_running_one_slow_cell_run_it_once(
+    kernel: KernelSession,
+) -> None:
+    execute(kernel, SLOW_SETUP)
+    starts = Path("starts.txt")
+    with subprocess.Popen([sys.executable, "-c", SHELL], stderr=subprocess.PIPE) as other:
+        deadline = time.monotonic() + 60
+        while not starts.exists() and time.monotonic() < deadline and other.poll() is None:
+            time.sleep(0.05)
+        assert starts.exists(), "the other process never started the cell"
+        Path("kernel-started").touch()
+        run = execute(kernel, SLOW)
+        _, errors = other.communicate(timeout=120)
+    assert other.returncode == 0, errors.decode()
+    pids = starts.read_text().split()
+    assert len(pids) == 1, f"two processes running one cell ran it {len(pids)} times, not once"
+    assert f"waiting for process {pids[0]}" in run.stderr, run.stderr
+    assert run.stdout.startswith(HIT_NOTICE), run.stdout
+    assert value(kernel, "answer") == "42"
