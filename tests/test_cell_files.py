@@ -141,3 +141,27 @@ subprocess.run([sys.executable, "-c", WRITE], check=True)
         run_cell(ip, cell)
     assert ip.user_ns["text"] == "newer", "a result mixing old and new content was stored"
     assert runs() == 2
+
+
+def test_info_counts_results_not_file_set_records_and_shows_tracked_files(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str], isolated_cache: Path
+) -> None:
+    Path("a.txt").write_text("1")
+    Path("b.txt").write_text("2")
+    run_cell(ip, "from pathlib import Path")
+    cell = "%%funcache --name pair\npair = Path('a.txt').read_text() + Path('b.txt').read_text()\n"
+    run_cell(ip, cell)
+    Path("b.txt").write_text("3")
+    run_cell(ip, cell)
+    run_cell(ip, "%%funcache --name plain\nv = 1\n")
+    orphan = isolated_cache / "ab" / "cd" / f"{'0' * 28}.val"  # as a killed write leaves it
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"x" * 100)
+    capsys.readouterr()
+    run_cell(ip, "%funcache info")
+    text = capsys.readouterr().out
+    assert "3 entries, " in text, f"expected 3 results (2 of pair, 1 of plain):\n{text}"
+    assert " + 1 orphan file (100 B, left by interrupted writes); " in text, text
+    rows = {line.split()[0]: line.split() for line in text.splitlines()[3:]}
+    assert rows["pair"][1:4] == ["cell", "2", "2"], f"expected 2 entries of 2 files:\n{text}"
+    assert rows["plain"][1:4] == ["cell", "1", "0"], text

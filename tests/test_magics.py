@@ -572,6 +572,16 @@ def test_directory_and_size_limit_are_configurable(
     assert open_store(isolated_cache).entries() == []
 
 
+def test_size_limit_reaches_cached_functions_before_any_cell_runs(ip: InteractiveShell) -> None:
+    run_cell(ip, "%config FuncacheMagics.size_limit = 2**17")
+    run_cell(
+        ip, "import funcache_ipy\n@funcache_ipy.cache\ndef blob(i):\n    return bytes([i]) * 2**16"
+    )
+    run_cell(ip, "for i in range(8):\n    blob(i)")
+    kept = len(open_store().entries())
+    assert kept < 8, f"{kept} results of 64 KiB kept under a 128 KiB limit (limit ignored)"
+
+
 def test_directory_also_governs_cached_functions(
     ip: InteractiveShell, tmp_path: Path, isolated_cache: Path
 ) -> None:
