@@ -18,7 +18,8 @@ import xxhash
 
 # 2: cell entries record views of arrays (older ones would restore them as copies);
 # class fingerprints leave __slotnames__ out; cached functions are CachedFunction objects.
-SCHEMA_VERSION = 2
+# 3: cells are stored by the files they read (older cell entries ignored them).
+SCHEMA_VERSION = 3
 _SALT = f"funcache_ipy:{SCHEMA_VERSION}:py{sys.version_info[0]}.{sys.version_info[1]}:".encode()
 
 Manifest = Mapping[str, Sequence[str]]

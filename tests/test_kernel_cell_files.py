@@ -9,6 +9,7 @@ no replay can imitate (printed lines are replayed on a hit).
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 
 from funcache_ipy.demo import HIT_NOTICE, KernelSession
 from tests.kernel_helpers import execute, open_kernel, value
+from tests.test_files import c_read
 
 pytestmark = pytest.mark.kernel
 
@@ -30,10 +32,12 @@ def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
         yield session
 
 
-SETUP = """
+# NB. The C reader's source, not an import: the kernel may not see the tests package.
+SETUP = f"""
 %load_ext funcache_ipy
+import ctypes, os
 import pandas as pd
-from tests.test_files import c_read
+{inspect.getsource(c_read)}
 PATH = "sales.csv"
 
 def ran(name):
@@ -77,7 +81,7 @@ def run_cells(kernel: KernelSession) -> dict[str, tuple[bool, str]]:
 
 def restart(kernel: KernelSession) -> dict[str, tuple[bool, str]]:
     kernel.restart()
-    execute(kernel, SETUP + "import os")
+    execute(kernel, SETUP)
     return run_cells(kernel)
 
 
@@ -85,7 +89,7 @@ def test_files_cells_read_are_inputs_across_restarts(kernel: KernelSession) -> N
     write_csv(100)
     Path("blobs").mkdir()
     Path("blobs/a.bin").write_bytes(b"abc")
-    execute(kernel, SETUP + "import os")
+    execute(kernel, SETUP)
     assert run_cells(kernel) == {
         "rows": (True, "100"),
         "first": (True, "'0'"),
