@@ -1,10 +1,16 @@
 """``%%funcache`` without IPython: key a cell, restore it on a hit, run and store it on a miss.
 
 A cell is keyed on its normalized code plus the fingerprint of every name it reads
-before binding it (both from :mod:`funcache_ipy.analysis`). A miss runs the cell with
-its output shown live *and* recorded (:mod:`funcache_ipy.capture`); one store entry
-then holds every name the cell binds, the inputs it mutated in place, what it printed
-and displayed, and its last value. A hit puts all of that back.
+before binding it (both from :mod:`funcache_ipy.analysis`), and the content of the files
+declared with ``--files``. A miss runs the cell with its output shown live *and*
+recorded (:mod:`funcache_ipy.capture`); one store entry then holds every name the cell
+binds, the inputs it mutated in place, what it printed and displayed, and its last value.
+A hit puts all of that back.
+
+Files the run reads are inputs too, found while it runs: the entry is stored by the
+contents of those files, and a lookup checks them (see :mod:`funcache_ipy.file_sets`,
+shared with ``@cache``). While a miss runs, it holds the key's lease
+(:mod:`funcache_ipy.lease`): a second kernel running the same cell waits, then hits.
 
 An input the cell changed in place without rebinding it (``data.append(3)``) is
 restored *into the live object*, so its other names see the change too; which
@@ -37,11 +43,11 @@ import sys
 import time
 import types
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from funcache_ipy import state
+from funcache_ipy import file_sets, files, state
 from funcache_ipy.analysis import CellAnalysis
 from funcache_ipy.capture import (
     DisplayPublisher,
@@ -52,10 +58,12 @@ from funcache_ipy.capture import (
     show_outputs,
 )
 from funcache_ipy.decorator import is_enabled
-from funcache_ipy.file_sets import RECORD_LABEL
+from funcache_ipy.file_sets import FileSetIndex
+from funcache_ipy.files import FileState
 from funcache_ipy.fingerprint import fingerprint_names, hash_content
 from funcache_ipy.hashing import UnhashableError, is_immutable
-from funcache_ipy.keys import Explanation, cell_key, explain_manifests, state_key
+from funcache_ipy.keys import Explanation, cell_key, explain_manifests, files_digest, state_key
+from funcache_ipy.lease import lease
 from funcache_ipy.origins import find_spec_quietly, is_local_file
 from funcache_ipy.restore import (
     ArrayView,
@@ -73,6 +81,7 @@ from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store
 __all__ = ["CellCache", "is_cell_entry"]
 
 _CODE_LABEL = "cell code"  # manifest label of the cell's own code
+_FILES_LABEL = "--files"  # manifest label of the declared patterns
 _NOTICE_NAMES = 6  # names listed in the hit notice before "+N more"
 _CULPRIT = re.compile(r"cannot fingerprint \w+ `([^`]+)`")  # the input an UnhashableError names
 
@@ -101,6 +110,19 @@ class _Entry:
     state: bool  # the run changed process state, stored apart under keys.state_key
 
 
+@dataclass(frozen=True)
+class _Cell:
+    """One cell being run and the session it runs in (what a hit or a run needs)."""
+
+    analysis: CellAnalysis
+    name: str
+    namespace: dict[str, Any]
+    compiler: Compile
+    publisher: DisplayPublisher
+    after_result: Callable[[Callable[[], None]], None]
+    quiet: bool
+
+
 @dataclass
 class CellStats:
     """One cell name's hits and misses in this session, and what its last miss compared."""
@@ -122,6 +144,7 @@ class CellCache:
     store: Callable[[], Store]
     stats: dict[str, CellStats] = field(default_factory=dict)
     import_warned: set[str] = field(default_factory=set)  # cells told why imports failed
+    file_sets: FileSetIndex = field(default_factory=FileSetIndex)
 
     def run(
         self,
@@ -135,6 +158,7 @@ class CellCache:
         refresh: bool = False,
         quiet: bool = False,
         ignore: frozenset[str] = frozenset(),
+        declared: Sequence[str] = (),
     ) -> object:
         """Restore the cell from the cache, or run it and store what it did.
 
@@ -143,6 +167,8 @@ class CellCache:
                 (figures go there, as in a plain run).
             ignore: inputs left out of the key: the shell's own helpers
                 (``get_ipython``), whose identity the shell guarantees.
+            declared: glob patterns of files the cell reads behind Python's ``open``
+                (``--files``), hashed into the key before the run.
 
         Returns:
             The cell's last value (``None`` if there is none), for ``Out[n]``.
@@ -150,6 +176,7 @@ class CellCache:
         __tracebackhide__ = True
         if not is_enabled():
             return _execute(analysis, namespace, compiler)
+        cell = _Cell(analysis, name, namespace, compiler, publisher, after_result, quiet)
         stats = self.stats.setdefault(name, CellStats())
         _import_ahead(analysis)
         code = _whole_code(analysis, compiler)
@@ -160,7 +187,18 @@ class CellCache:
             stats.last_key, stats.last_note = None, f"an input cannot be hashed: {exc}"
             _warn(f"funcache: cell {name} ran uncached: {_unhashable(exc, namespace)}", namespace)
             return _execute(analysis, namespace, compiler)
-        key = cell_key(analysis.normalized, inputs.digest)
+        key_files, unreadable = files.declared_states(declared) if declared else ([], [])
+        if unreadable:
+            stats.misses += 1
+            stats.last_key, stats.last_note = None, f"cannot read {unreadable[0]} (--files)"
+            _warn(
+                f"funcache: cell {name} ran uncached: cannot read {unreadable[0]}, a file "
+                "matching --files; make it readable or leave it out of --files",
+                namespace,
+            )
+            return _execute(analysis, namespace, compiler)
+        known = files_digest((s.path, s.digest) for s in key_files) if key_files else None
+        key = cell_key(analysis.normalized, inputs.digest, known)
         try:
             store = self.store()
         except OSError as exc:
@@ -168,38 +206,91 @@ class CellCache:
             return _execute(analysis, namespace, compiler)
         stats.last_note = "--refresh forced a run" if refresh else None
         if not refresh:
-            entry = self._restore(store, key, analysis, namespace, compiler, name)
-            if entry is not None:
-                stats.hits += 1
-                stats.last_key, stats.last_manifest, stats.last_note = key, None, None
-                _announce(entry, analysis, quiet)
-                replay_outputs(entry.outputs, publisher, after_result)
-                load_figure_backend(entry.outputs, [*entry.values.values(), entry.result])
-                return entry.result
+            result = self._hit(store, key, cell)
+            if result is not MISSING:
+                return result
         stats.misses += 1
         manifest = {**inputs.manifest, _CODE_LABEL: [analysis.code_digest, ""]}
+        if declared:
+            manifest[_FILES_LABEL] = [" ".join(declared), ", ".join(declared)]
+        manifest.update(file_sets.manifest_of(key_files))
+
+        def waiting(holder: int | None) -> None:
+            by = f"process {holder}" if holder else "another process"
+            print(f"funcache: waiting for {by}, which is running cell {name}", file=sys.stderr)
+
+        with lease(store.directory, key, on_wait=waiting) as waited:
+            if waited and not refresh:  # its run may be stored by now, under any file set
+                result = self._hit(store, key, cell)
+                if result is not MISSING:
+                    stats.misses -= 1
+                    return result
+            return self._compute(store, key, cell, inputs.reached, manifest, key_files)
+
+    def _hit(self, store: Store, key: str, cell: _Cell) -> object:
+        """Restore the cell's stored run, replay its output; its value, or ``MISSING``.
+
+        The run is found by the key, or by the contents of the files it read.
+        """
+
+        def restore(entry_key: str) -> object:
+            entry = self._restore(store, entry_key, cell)
+            return MISSING if entry is None else entry
+
+        hit_key, entry = self.file_sets.find(store, key, restore)
+        if not isinstance(entry, _Entry):
+            return MISSING
+        stats = self.stats[cell.name]
+        stats.hits += 1
+        stats.last_key, stats.last_manifest, stats.last_note = hit_key, None, None
+        _announce(entry, cell.analysis, cell.quiet)
+        replay_outputs(entry.outputs, cell.publisher, cell.after_result)
+        load_figure_backend(entry.outputs, [*entry.values.values(), entry.result])
+        return entry.result
+
+    def _compute(
+        self,
+        store: Store,
+        key: str,
+        cell: _Cell,
+        reached: frozenset[str],
+        manifest: dict[str, list[str]],
+        key_files: list[FileState],
+    ) -> object:
+        """Run the cell, recording its output and the files it reads; store what it did."""
+        __tracebackhide__ = True
+        analysis, namespace, name = cell.analysis, cell.namespace, cell.name
+        stats = self.stats[name]
         stats.last_key, stats.last_manifest = key, manifest
-        watched = _mutable_inputs(namespace, analysis, inputs.reached)
+        watched = _mutable_inputs(namespace, analysis, reached)
         rebound_inputs = [n for n in analysis.inputs if n in analysis.bound and n in namespace]
         shapes = record_shapes(namespace, [*watched, *rebound_inputs])  # rebound: ``arr += 1``
         before = {n: id(value) for n, value in namespace.items()}
         state_before = state.snapshot()
         started = time.perf_counter()
-        with OutputCapture(publisher) as capture:
-            result = _execute(analysis, namespace, compiler)
+        with OutputCapture(cell.publisher) as capture:
+            with files.track([store.directory], key_files) as reads:
+                result = _execute(analysis, namespace, cell.compiler)
             figures = capture.flush_figures()
         seconds = time.perf_counter() - started
         changed = state.changes(state_before, state.snapshot())
+        settled = reads.settle()
         entry, problem = _collect(
             analysis, namespace, before, watched, shapes, result, capture, seconds, bool(changed)
         )
+        if problem is None and settled.unstable:
+            entry, problem = None, file_sets.changed_while_running(settled.unstable)
+        manifest = {**manifest, **file_sets.manifest_of(settled.inputs)}
+        stats.last_key = file_sets.entry_key(key, settled.inputs)
+        stats.last_manifest = manifest
         if figures:  # NB. shown after Out[n], like the inline backend does
-            after_result(functools.partial(show_outputs, figures, publisher))
-        if problem is not None:
+            cell.after_result(functools.partial(show_outputs, figures, cell.publisher))
+        if entry is None:
             stats.last_note = f"not stored: {problem}"
             _warn(f"funcache: cell {name} was not cached: {problem}", namespace)
-        elif not changed or store.set(state_key(key), changed, _state_meta(name)):
-            store.set(key, entry, EntryMeta(name, time.time(), seconds, 0, manifest))
+        elif not changed or store.set(state_key(stats.last_key), changed, _state_meta(name)):
+            meta = EntryMeta(name, time.time(), seconds, 0, manifest)
+            self.file_sets.put(store, key, settled.inputs, entry, meta)
         return result
 
     def explain_last(self, name: str) -> Explanation | None:
@@ -209,7 +300,11 @@ class CellCache:
             return None if stats is None else Explanation(name, hit=True)
         if stats.last_note is not None:
             return Explanation(name, hit=False, reasons=(stats.last_note,))
-        others = [m.manifest for k, m in self.store().entries(name) if k != stats.last_key]
+        others = [
+            meta.manifest
+            for key, meta in self.store().entries(name)
+            if key != stats.last_key and not file_sets.is_record(meta)
+        ]
         if not others and name.startswith("cell:"):
             reason = (
                 "no earlier run of this code is stored (a cell's default name follows its "
@@ -219,16 +314,8 @@ class CellCache:
         reasons = explain_manifests(stats.last_manifest or {}, others)
         return Explanation(name, hit=False, reasons=tuple(reasons))
 
-    def _restore(
-        self,
-        store: Store,
-        key: str,
-        analysis: CellAnalysis,
-        namespace: dict[str, Any],
-        compiler: Compile,
-        name: str,
-    ) -> _Entry | None:
-        """Put a stored run back into ``namespace``; ``None`` (a miss) if it cannot be.
+    def _restore(self, store: Store, key: str, cell: _Cell) -> _Entry | None:
+        """Put a stored run back into the namespace; ``None`` (a miss) if it cannot be.
 
         NB. The process state the run changed goes back first: a cell that extends
         ``sys.path`` or changes directory before importing needs it for its imports. If
@@ -239,12 +326,12 @@ class CellCache:
             return None
         changes = store.get(state_key(key))
         if changes is MISSING:
-            return self._restore_entry(store, key, analysis, namespace, compiler, name, False)
+            return self._restore_entry(store, key, cell, state_applied=False)
         if not isinstance(changes, dict) or not state.fits(changes):
             return None
         saved = state.snapshot()
         state.apply(changes, libraries=False)
-        entry = self._restore_entry(store, key, analysis, namespace, compiler, name, True)
+        entry = self._restore_entry(store, key, cell, state_applied=True)
         if entry is None:
             state.undo(saved)
         else:
@@ -252,20 +339,14 @@ class CellCache:
         return entry
 
     def _restore_entry(
-        self,
-        store: Store,
-        key: str,
-        analysis: CellAnalysis,
-        namespace: dict[str, Any],
-        compiler: Compile,
-        name: str,
-        state_applied: bool,
+        self, store: Store, key: str, cell: _Cell, *, state_applied: bool
     ) -> _Entry | None:
+        analysis, namespace, compiler = cell.analysis, cell.namespace, cell.compiler
         if analysis.definitions:
             try:
                 exec(compiler(ast.Module(list(analysis.definitions), []), "exec"), namespace)
             except ImportError as exc:
-                self._explain_import_failure(name, exc, namespace)
+                self._explain_import_failure(cell.name, exc, namespace)
                 return None
             except Exception:  # NB. e.g. a decorator that now fails: running shows why
                 return None
@@ -304,8 +385,8 @@ class CellCache:
         _warn(
             f"funcache: cell {name} could not be restored, so it ran: a hit re-runs only "
             f"the cell's import, def and class statements, and importing {module} failed "
-            f"({exc}). If the cell itself makes {module} importable (writing it, %pip "
-            "install), move that into an earlier cell; until then the cell runs after "
+            f"({exc}). If the cell itself makes {module} importable (sys.path.insert, "
+            "os.chdir), move that into an earlier cell; until then the cell runs after "
             "every restart.",
             namespace,
         )
@@ -313,7 +394,7 @@ class CellCache:
 
 def _state_meta(name: str) -> EntryMeta:
     """A state record lists as a record of cell ``name`` (cleared with it), not an entry."""
-    return EntryMeta(name, time.time(), 0.0, 0, {RECORD_LABEL: ["process state", ""]})
+    return EntryMeta(name, time.time(), 0.0, 0, {file_sets.RECORD_LABEL: ["process state", ""]})
 
 
 def _revive(value: object) -> object:

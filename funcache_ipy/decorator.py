@@ -26,19 +26,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, TypeVar, overload
 
 from funcache_ipy import file_sets, files
-from funcache_ipy.file_sets import FileSet
+from funcache_ipy.file_sets import FileSetIndex
 from funcache_ipy.files import FileReads, FileState
 from funcache_ipy.fingerprint import Fingerprint, Tracker, code_hasher
 from funcache_ipy.hashing import UnhashableError, hash_items, hash_value
 from funcache_ipy.hashing_stream import hash_bytes
-from funcache_ipy.keys import (
-    Explanation,
-    call_key,
-    explain_manifests,
-    file_set_key,
-    file_sets_key,
-    files_digest,
-)
+from funcache_ipy.keys import Explanation, call_key, explain_manifests, files_digest
 from funcache_ipy.lease import lease
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store, open_store
 from funcache_ipy.walk import shown_value
@@ -142,7 +135,6 @@ def cache(
 _MAIN_MODULES = frozenset({"__main__", "__mp_main__"})
 # The attribute through which the standard pickler finds a wrapped function by name.
 _PICKLED_FUNCTION = "__funcache_function__"
-_KNOWN_SETS_LIMIT = 4096
 
 
 class _Call:
@@ -220,9 +212,7 @@ class CachedFunction:
         self._version = version
         self._files = files
         self._tracker = Tracker(func)
-        # Call key -> the file sets this process last read or wrote for it. Such keys are
-        # stored by file set: their record is looked at first.
-        self._known_sets: dict[str, list[FileSet]] = {}
+        self._file_sets = FileSetIndex()
         self._hits = 0
         self._misses = 0
         # (key, manifest) of the latest call; manifest None when it hit
@@ -336,16 +326,7 @@ class CachedFunction:
 
     def _find(self, call: _Call, store: Store) -> None:
         """Set ``call.value`` to the stored value (plain, or by its files' contents)."""
-        hit_key = call.key
-        # NB. A call key stored by file set has no entry of its own: skip that lookup.
-        by_files = call.key in self._known_sets
-        if not by_files:
-            call.value = store.get(call.key)
-        if call.value is MISSING:
-            set_key, call.value = self._file_set_hit(store, call.key)
-            hit_key = set_key or hit_key
-        if call.value is MISSING and by_files:
-            call.value = store.get(call.key)
+        hit_key, call.value = self._file_sets.find(store, call.key, store.get)
         if call.value is not MISSING:
             self._last = (hit_key, None)
 
@@ -372,40 +353,6 @@ class CachedFunction:
                     self._hits += 1
             yield
 
-    def _file_sets(self, store: Store, key: str) -> list[FileSet]:
-        """The file sets stored for call key ``key``, newest first."""
-        sets = file_sets.parse(store.get(file_sets_key(key)))
-        if sets:
-            self._know_sets(key, sets)
-        return sets
-
-    def _know_sets(self, key: str, sets: list[FileSet]) -> None:
-        if len(self._known_sets) >= _KNOWN_SETS_LIMIT:
-            self._known_sets.clear()
-        self._known_sets[key] = sets
-
-    def _file_set_hit(self, store: Store, key: str) -> tuple[str, Any]:
-        """The entry of the newest file set whose files still hold, or ``MISSING``.
-
-        The sets this process already knows are tried before the stored record is read
-        (and parsed) again: another process may have added sets since, never changed one.
-        """
-        known = self._known_sets.get(key)
-        if known:
-            hit_key, value = self._first_valid(store, known)
-            if value is not MISSING:
-                return hit_key, value
-        return self._first_valid(store, self._file_sets(store, key))
-
-    def _first_valid(self, store: Store, sets: list[FileSet]) -> tuple[str, Any]:
-        for candidate in sets:
-            if files.unchanged(candidate.states):
-                value = store.get(candidate.key)
-                if value is not MISSING:
-                    files.note_read(state.path for state in candidate.states)
-                    return candidate.key, value
-        return "", MISSING
-
     def _tracking(self, call: _Call) -> contextlib.AbstractContextManager[FileReads]:
         """Record the files the run opens (the cache directory's own left out)."""
         excluded = [call.store.directory] if call.store is not None else []
@@ -427,15 +374,11 @@ class CachedFunction:
         seconds = time.perf_counter() - started
         settled = reads.settle()
         inputs = settled.inputs
-        key = call.key
-        if inputs:
-            key = file_set_key(call.key, ((s.path, s.digest) for s in inputs))
-            manifest = {**manifest, **file_sets.manifest_of(inputs)}
-        self._last = (key, manifest)
+        manifest = {**manifest, **file_sets.manifest_of(inputs)}
+        self._last = (file_sets.entry_key(call.key, inputs), manifest)
         if settled.unstable:
-            shown = ", ".join(files.display_path(path) for path in settled.unstable[:3])
             warnings.warn(
-                f"{self.cache_name}: file {shown} changed while it ran (or cannot be read); "
+                f"{self.cache_name}: {file_sets.changed_while_running(settled.unstable)}; "
                 "the result was returned but not cached",
                 FuncacheWarning,
                 stacklevel=3,
@@ -443,16 +386,8 @@ class CachedFunction:
             return value
         if call.store is not None:
             meta = EntryMeta(self.cache_name, time.time(), seconds, 0, manifest)
-            if call.store.set(key, value, meta) and inputs:
-                self._add_file_set(call.store, call.key, FileSet(key, inputs))
+            self._file_sets.put(call.store, call.key, inputs, value, meta)
         return value
-
-    def _add_file_set(self, store: Store, key: str, new: FileSet) -> None:
-        """List ``new`` first in call key ``key``'s record of file sets."""
-        record_key = file_sets_key(key)
-        sets = file_sets.added(file_sets.parse(store.get(record_key)), new)
-        store.set(record_key, file_sets.encode(sets), file_sets.record_meta(self.cache_name))
-        self._know_sets(key, sets)
 
     # -- keys
 
@@ -589,7 +524,7 @@ class CachedFunction:
         store = open_store(self._directory)
         if store.meta(call.key) is not None:
             return Explanation(self.cache_name, hit=True)
-        sets = self._file_sets(store, call.key)
+        sets = self._file_sets.stored(store, call.key)
         for candidate in sets:
             if files.unchanged(candidate.states) and store.meta(candidate.key) is not None:
                 return Explanation(self.cache_name, hit=True)

@@ -7,6 +7,9 @@ call key, newest first: ccache's "direct mode" manifests. A lookup validates the
 turn (a ``stat`` per file) and reads the entry of the first that still holds, so
 reverting a file to earlier content hits that content's entry again.
 
+:class:`FileSetIndex` is that lookup and its bookkeeping, for ``@cache`` functions and
+``%%funcache`` cells alike: both key a run, look it up, and store it by the files it read.
+
 The record is a stored value like any other (pickled plain lists inside an
 authenticated envelope), versioned by :data:`FORMAT`: a record of another format
 reads as empty, which costs a recomputation, never a wrong hit.
@@ -15,15 +18,21 @@ reads as empty, which costs a recomputation, never a wrong hit.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
-from funcache_ipy.files import FileState, file_label, shown_size
-from funcache_ipy.store import EntryMeta
+from funcache_ipy import files
+from funcache_ipy.files import FileState, display_path, file_label, is_file_label, shown_size
+from funcache_ipy.keys import file_set_key, file_sets_key
+from funcache_ipy.store import MISSING, EntryMeta, Store
 
 FORMAT = 1
 RECORD_LABEL = "file sets"  # the manifest label that marks a record in listings
 _SETS_LIMIT = 32  # older sets drop out of the record (their entries stay until evicted)
+_KNOWN_LIMIT = 4096  # call keys whose sets one index keeps in memory
+
+Fetch = Callable[[str], Any]
+"""An entry's value by key, or ``MISSING``: ``Store.get``, or a cell's restore."""
 
 
 class FileSet(NamedTuple):
@@ -31,6 +40,94 @@ class FileSet(NamedTuple):
 
     key: str
     states: tuple[FileState, ...]
+
+
+class FileSetIndex:
+    """Find and store the results of call keys by the files their runs read.
+
+    One per cached function and one per session of cells: it remembers the sets this
+    process last read or wrote for a call key, so a key known to be stored by file set
+    skips the lookup of a plain entry, and its sets are tried before the stored record
+    is read (and parsed) again. Another process may add sets, never change one.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[str, list[FileSet]] = {}
+
+    def find(self, store: Store, key: str, fetch: Fetch) -> tuple[str, Any]:
+        """The entry key and value of call key ``key``, or ``("", MISSING)``.
+
+        The plain entry (a run that read no file), else the entry of the newest file set
+        whose files still hold (a ``stat`` per file, a re-hash only when it changed).
+        """
+        by_files = key in self._known
+        if not by_files:
+            value = fetch(key)
+            if value is not MISSING:
+                return key, value
+        known = self._known.get(key)
+        if known:
+            hit = _first_valid(known, fetch)
+            if hit[1] is not MISSING:
+                return hit
+        hit = _first_valid(self.stored(store, key), fetch)
+        if hit[1] is MISSING and by_files:
+            value = fetch(key)
+            if value is not MISSING:
+                return key, value
+        return hit
+
+    def stored(self, store: Store, key: str) -> list[FileSet]:
+        """The file sets stored for call key ``key``, newest first."""
+        sets = parse(store.get(file_sets_key(key)))
+        if sets:
+            self._know(key, sets)
+        return sets
+
+    def put(
+        self, store: Store, key: str, inputs: tuple[FileState, ...], value: object, meta: EntryMeta
+    ) -> bool:
+        """Store a run of call key ``key`` that read ``inputs``; whether it was stored.
+
+        A run that read files goes under :func:`entry_key` and is listed first in the
+        call key's record, so the next lookup finds it among the sets.
+        """
+        entry = entry_key(key, inputs)
+        if not store.set(entry, value, meta):
+            return False
+        if inputs:
+            record_key = file_sets_key(key)
+            sets = added(parse(store.get(record_key)), FileSet(entry, inputs))
+            store.set(record_key, encode(sets), record_meta(meta.name))
+            self._know(key, sets)
+        return True
+
+    def _know(self, key: str, sets: list[FileSet]) -> None:
+        if len(self._known) >= _KNOWN_LIMIT:
+            self._known.clear()
+        self._known[key] = sets
+
+
+def _first_valid(sets: Iterable[FileSet], fetch: Fetch) -> tuple[str, Any]:
+    for candidate in sets:
+        if files.unchanged(candidate.states):
+            value = fetch(candidate.key)
+            if value is not MISSING:  # an enclosing tracked run depends on these files too
+                files.note_read(state.path for state in candidate.states)
+                return candidate.key, value
+    return "", MISSING
+
+
+def entry_key(key: str, inputs: Iterable[FileState]) -> str:
+    """Where a run of call key ``key`` that read ``inputs`` is stored (``key`` if none)."""
+    pairs = [(state.path, state.digest) for state in inputs]
+    return file_set_key(key, pairs) if pairs else key
+
+
+def changed_while_running(paths: Sequence[str]) -> str:
+    """Why a run's result is not stored: ``file data.csv changed while it ran ...``."""
+    shown = ", ".join(display_path(path) for path in paths[:3])
+    return f"file {shown} changed while it ran (or cannot be read)"
 
 
 def parse(value: object) -> list[FileSet]:
@@ -66,6 +163,11 @@ def record_meta(name: str) -> EntryMeta:
 def is_record(meta: EntryMeta) -> bool:
     """Whether a listed entry is a file-set record rather than a result."""
     return RECORD_LABEL in meta.manifest
+
+
+def tracked_files(meta: EntryMeta) -> int:
+    """How many files an entry's result depends on (read, declared or ``Path`` arguments)."""
+    return sum(1 for label in meta.manifest if is_file_label(label))
 
 
 def manifest_of(states: Iterable[FileState]) -> dict[str, list[str]]:

@@ -393,8 +393,17 @@ def display_path(path: str) -> str:
     return path[len(cwd) :] if path.startswith(cwd) else path
 
 
+_LABEL_PREFIX = "file `"
+
+
 def file_label(path: str) -> str:
-    return f"file `{display_path(path)}`"
+    """How manifests and explanations name a file: ``file `data/sales.csv```."""
+    return f"{_LABEL_PREFIX}{display_path(path)}`"
+
+
+def is_file_label(label: str) -> bool:
+    """Whether a manifest label names a file (see :func:`file_label`)."""
+    return label.startswith(_LABEL_PREFIX)
 
 
 def shown_size(state: FileState) -> str:

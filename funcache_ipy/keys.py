@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import xxhash
 
-# 2: cell entries record views of arrays (older ones would restore them as copies);
-# class fingerprints leave __slotnames__ out; cached functions are CachedFunction objects.
+# 2: cell entries record views of arrays (older ones would restore them as copies) and are
+# stored by the files they read; class fingerprints leave __slotnames__ out; cached
+# functions are CachedFunction objects.
 SCHEMA_VERSION = 2
 _SALT = f"funcache_ipy:{SCHEMA_VERSION}:py{sys.version_info[0]}.{sys.version_info[1]}:".encode()
 
@@ -80,11 +81,16 @@ def state_key(key: str) -> str:
     return xxhash.xxh3_128(_SALT + b"state of:" + key.encode()).hexdigest()
 
 
-def cell_key(normalized_code: str, inputs_digest: bytes) -> str:
-    """Key of one ``%%funcache`` cell: its normalized code + the digest of what it reads."""
+def cell_key(normalized_code: str, inputs_digest: bytes, files_digest: bytes | None = None) -> str:
+    """Key of one ``%%funcache`` cell: its normalized code + the digest of what it reads.
+
+    ``files_digest`` covers the files declared with ``--files``, see :func:`files_digest`.
+    """
     h = xxhash.xxh3_128(_SALT + b"cell:")
     h.update(normalized_code.encode())
     h.update(inputs_digest)
+    if files_digest is not None:
+        h.update(b"files:" + files_digest)
     return h.hexdigest()
 
 

@@ -9,13 +9,14 @@ the caching itself lives in ``cell`` and ``decorator``.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import html
 import os
 import re
 import types
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,10 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 from traitlets import Bool, Bunch, Int, Unicode, observe
 
-from funcache_ipy import decorator
+from funcache_ipy import decorator, file_sets
 from funcache_ipy.analysis import analyze_cell
 from funcache_ipy.cell import CellCache, is_cell_entry
-from funcache_ipy.store import DEFAULT_SIZE_LIMIT, ENV_VAR, Store, open_store
+from funcache_ipy.store import DEFAULT_SIZE_LIMIT, ENV_VAR, Orphans, Store, open_store
 
 __all__ = ["FuncacheMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -62,12 +63,16 @@ class FuncacheMagics(Magics):
     # ($FUNCACHE_IPY_DIR before ``directory`` was exported, the value exported); None: not
     # exported. NB. A class default: the observer first runs while traitlets loads config.
     _exported: tuple[str | None, str] | None = None
+    _loaded = False  # the configuration has been applied (``__init__`` is done)
     # Narrower than ``Magics`` (which allows None): this class is only made with a shell.
     shell: InteractiveShell
 
     def __init__(self, shell: InteractiveShell) -> None:
         super().__init__(shell)
         self.cells = CellCache(self.store)
+        self._loaded = True
+        if self.size_limit != DEFAULT_SIZE_LIMIT:  # from a profile
+            self._limit_store()
 
     def store(self) -> Store:
         """The configured store, with this limit (shared with ``@cache`` functions using it)."""
@@ -85,10 +90,28 @@ class FuncacheMagics(Magics):
         """
         if change["new"] is None:
             self.restore_environment()
+            self._limit_store()
             return
         before = self._exported[0] if self._exported else os.environ.get(ENV_VAR)
         os.environ[ENV_VAR] = change["new"]
         self._exported = (before, change["new"])
+        self._limit_store()
+
+    @observe("size_limit")
+    def _limit_changed(self, change: Bunch) -> None:
+        self._limit_store()
+
+    def _limit_store(self) -> None:
+        """Give the store ``size_limit`` now, so ``@cache`` functions obey it before any
+        cell runs (they share the directory's one store, and never read this setting).
+
+        NB. Not while the configuration loads: the directory may not be set yet, and
+        opening the default store would create ``./.funcache`` for nothing.
+        """
+        if not self._loaded:
+            return
+        with contextlib.suppress(OSError):  # an unusable directory: said when it is used
+            self.store()
 
     def restore_environment(self) -> None:
         """Put ``$FUNCACHE_IPY_DIR`` back as it was before ``directory`` set it."""
@@ -110,12 +133,23 @@ class FuncacheMagics(Magics):
         help='name for %%funcache info/clear/explain (default: "cell:" + 8 hex digits '
         "of the code's digest, so an edited cell gets a new name)",
     )
+    @argument(
+        "--files",
+        nargs="+",
+        action="extend",
+        metavar="GLOB",
+        help="files the cell reads behind Python's open (pyarrow, h5py, C code), hashed "
+        "into the key before it runs: globs relative to the cwd, a directory by all its "
+        'files; several per option or repeated (--files "data/*.parquet" cfg.yaml)',
+    )
     @cell_magic("funcache")  # type: ignore[arg-type]  # IPython types it as a union
     def funcache_cell(self, line: str, cell: str) -> Any:
         """Cache a cell: a re-run with the same code and inputs restores its results.
 
         The key is the cell's code (comments and blank lines aside) plus the content
-        of every variable, function and module the cell reads. On a hit, the names the
+        of every variable, function and module the cell reads, and of the files it
+        opens while it runs (stored by their contents, so a changed file runs the cell
+        again and a reverted one hits its earlier run). On a hit, the names the
         cell binds and the inputs it changed in place (``data.append(4)``) are put
         back, its printed and displayed output is replayed, its last value is returned,
         and one line says so. On a miss the cell runs as usual while its output is
@@ -124,8 +158,9 @@ class FuncacheMagics(Magics):
 
         Imports, functions and classes of the cell are re-created on a hit by re-running
         its top-level import/def/class statements, so they work after a kernel restart.
-        Not seen: files the cell reads, output of subprocesses and C code, names reached
-        through ``eval`` or ``globals()``. ``%funcache off`` makes cells just run.
+        Not seen: files read without Python's ``open`` (declare them with ``--files``) or
+        by subprocesses, output of subprocesses and C code, names reached through ``eval``
+        or ``globals()``. ``%funcache off`` makes cells just run.
 
         Example::
 
@@ -169,6 +204,7 @@ class FuncacheMagics(Magics):
             refresh=args.refresh,
             quiet=args.quiet or self.quiet,
             ignore=frozenset(helpers),
+            declared=[_unquoted(pattern) for pattern in args.files or ()],
         )
 
     @magic_arguments("funcache")
@@ -184,11 +220,13 @@ class FuncacheMagics(Magics):
     def funcache_line(self, line: str) -> None:
         """Show and control the cache of @cache functions and %%funcache cells.
 
-        ``%funcache info``: cache directory, entries, size on disk, and hits and misses
-        of this session per function and cell. ``%funcache clear [NAME]``: delete every
-        entry, or those of one function or cell. ``%funcache off`` / ``on``: run cached
-        functions and cells without / with the cache. ``%funcache explain NAME``: why
-        the last call of a function or run of a cell missed (what changed, old -> new).
+        ``%funcache info``: cache directory, entries, size on disk (and orphan files
+        left by interrupted writes); per function and cell, its entries, the files they
+        depend on (a range when entries differ) and this session's hits and misses.
+        ``%funcache clear [NAME]``: delete every entry, or those of one function or cell.
+        ``%funcache off`` / ``on``: run cached functions and cells without / with the
+        cache. ``%funcache explain NAME``: why the last call of a function or run of a
+        cell missed (what changed, old -> new).
 
         Functions are named ``module.qualname`` (``load`` is enough when unique); cells
         by ``%%funcache --name NAME``, else ``cell:`` + 8 hex digits of their code's
@@ -214,19 +252,27 @@ class FuncacheMagics(Magics):
         rows: dict[str, ReportRow] = {}
         for _, meta in store.entries():
             row = rows.setdefault(meta.name, ReportRow(meta.name, "function"))
-            row.entries += 1
             row.size += meta.size
+            if file_sets.is_record(meta):  # where the entries are, not an entry
+                continue
+            row.entries += 1
+            row.files.append(file_sets.tracked_files(meta))
             if is_cell_entry(meta):
                 row.kind = "cell"
         for name, fn in _current_functions(self.shell.user_ns).items():
-            info = fn.cache_info()
-            rows[name] = ReportRow(name, "function", info.entries, info.bytes)
-            rows[name].hits, rows[name].misses = info.hits, info.misses
+            info = fn.cache_info()  # NB. also when stored in a directory= of its own
+            row = rows.setdefault(name, ReportRow(name, "function"))
+            row.entries, row.size = info.entries, info.bytes
+            row.hits, row.misses = info.hits, info.misses
         for name, stats in self.cells.stats.items():
             row = rows.setdefault(name, ReportRow(name, "cell"))
             row.kind, row.hits, row.misses = "cell", stats.hits, stats.misses
         return CacheReport(
-            store.directory, store.volume(), decorator.is_enabled(), sorted(rows.values())
+            store.directory,
+            store.volume(),
+            store.orphans(),
+            decorator.is_enabled(),
+            sorted(rows.values()),
         )
 
     def clear(self, name: str | None) -> None:
@@ -272,9 +318,17 @@ class ReportRow:
     size: int = 0
     hits: int | None = None
     misses: int | None = None
+    files: list[int] = field(default_factory=list)  # tracked files of each entry listed
+
+    def shown_files(self) -> str:
+        """``3``, or ``0-3`` when its entries differ; ``-`` when none is in this directory."""
+        if not self.files:
+            return "-"
+        low, high = min(self.files), max(self.files)
+        return str(low) if low == high else f"{low}-{high}"
 
 
-_COLUMNS = ("name", "kind", "entries", "stored", "hits", "misses")
+_COLUMNS = ("name", "kind", "entries", "files", "stored", "hits", "misses")
 
 
 @dataclass(frozen=True)
@@ -283,6 +337,7 @@ class CacheReport:
 
     directory: Path
     volume: int
+    orphans: Orphans
     enabled: bool
     rows: list[ReportRow]
 
@@ -292,10 +347,16 @@ class CacheReport:
         entries = sum(row.entries for row in self.rows)
         hits = sum(row.hits or 0 for row in self.rows)
         misses = sum(row.misses or 0 for row in self.rows)
+        stored = f"{_plural(entries, 'entry', 'entries')}, {_format_bytes(self.volume)} on disk"
+        if self.orphans.files:
+            stored += (
+                f" + {_plural(self.orphans.files, 'orphan file', 'orphan files')} "
+                f"({_format_bytes(self.orphans.bytes)}, left by interrupted writes)"
+            )
         return (
             f"funcache: {self.directory} (caching {state})",
-            f"{_plural(entries, 'entry', 'entries')}, {_format_bytes(self.volume)} on disk; "
-            f"this session: {_plural(hits, 'hit', 'hits')}, {_plural(misses, 'miss', 'misses')}",
+            f"{stored}; this session: {_plural(hits, 'hit', 'hits')}, "
+            f"{_plural(misses, 'miss', 'misses')}",
         )
 
     def table(self) -> list[tuple[str, ...]]:
@@ -303,7 +364,15 @@ class CacheReport:
             return "-" if n is None else str(n)
 
         return [
-            (r.name, r.kind, str(r.entries), _format_bytes(r.size), count(r.hits), count(r.misses))
+            (
+                r.name,
+                r.kind,
+                str(r.entries),
+                r.shown_files(),
+                _format_bytes(r.size),
+                count(r.hits),
+                count(r.misses),
+            )
             for r in self.rows
         ]
 
@@ -376,6 +445,17 @@ def _resolve(name: str, known: Iterable[str], condition: str) -> str:
     if matches:
         raise UsageError(f"{name!r} is ambiguous: {_listing(matches)}; use the full name")
     raise UsageError(f"no function or cell named {name!r} {condition}; known: {_listing(names)}")
+
+
+def _unquoted(word: str) -> str:
+    """``"data/*.csv"`` as ``data/*.csv``.
+
+    NB. IPython splits a magic's line keeping quotes (so Windows paths keep their
+    backslashes): a quoted pattern would otherwise match nothing, silently.
+    """
+    if len(word) >= 2 and word[0] == word[-1] and word[0] in "'\"":
+        return word[1:-1]
+    return word
 
 
 def _listing(names: Iterable[str]) -> str:

@@ -550,12 +550,12 @@ def test_top_level_await_is_a_usage_error(ip: InteractiveShell) -> None:
 # ---------------------------------------------------------------- options and controls
 
 
-def test_refresh_runs_and_overwrites(ip: InteractiveShell) -> None:
-    """A file the cell reads is invisible to the key: --refresh is how to pick it up."""
-    Path("value.txt").write_text("1")
-    cell = "%%funcache {}\ntick()\nwith open('value.txt') as f:\n    value = int(f.read())\n"
+def test_refresh_runs_and_overwrites(ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An environment variable is invisible to the key: --refresh is how to pick it up."""
+    monkeypatch.setenv("FUNCACHE_TEST_VALUE", "1")
+    cell = "%%funcache {}\ntick()\nimport os\nvalue = int(os.environ['FUNCACHE_TEST_VALUE'])\n"
     run_cell(ip, cell.format(""))
-    Path("value.txt").write_text("2")
+    monkeypatch.setenv("FUNCACHE_TEST_VALUE", "2")
     run_cell(ip, cell.format(""))
     assert (runs(), ip.user_ns["value"]) == (1, 1)
     for flag in ("--refresh", "-r"):
@@ -590,6 +590,16 @@ def test_directory_and_size_limit_are_configurable(
     assert len(open_store(target).entries()) == 1
     assert open_store(target).size_limit == 2**20
     assert open_store(isolated_cache).entries() == []
+
+
+def test_size_limit_reaches_cached_functions_before_any_cell_runs(ip: InteractiveShell) -> None:
+    run_cell(ip, "%config FuncacheMagics.size_limit = 2**17")
+    run_cell(
+        ip, "import funcache_ipy\n@funcache_ipy.cache\ndef blob(i):\n    return bytes([i]) * 2**16"
+    )
+    run_cell(ip, "for i in range(8):\n    blob(i)")
+    kept = len(open_store().entries())
+    assert kept < 8, f"{kept} results of 64 KiB kept under a 128 KiB limit (limit ignored)"
 
 
 def test_directory_also_governs_cached_functions(
