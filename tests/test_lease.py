@@ -74,15 +74,19 @@ def test_a_killed_holder_does_not_block_the_next(
     assert starts(tmp_path), "the holder never started computing"
 
     monkeypatch.setenv("BODY_SECONDS", "0")
-    waiter = subprocess.Popen(
-        [sys.executable, str(script), "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    time.sleep(1.0)  # let the waiter find the lease held
-    os.kill(holder.pid, signal.SIGKILL)
-    holder.wait()
-    out, err = waiter.communicate(timeout=60)
-    assert out.strip() == b"50", err
-    assert b"waiting for process" in err
+    notices = tmp_path / "waiter.err"
+    with notices.open("wb") as err_file:
+        waiter = subprocess.Popen(
+            [sys.executable, str(script), "5"], stdout=subprocess.PIPE, stderr=err_file
+        )
+        deadline = time.monotonic() + 60
+        while b"waiting for process" not in notices.read_bytes():  # it found the lease held
+            assert time.monotonic() < deadline and waiter.poll() is None, notices.read_text()
+            time.sleep(0.05)
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        out, _ = waiter.communicate(timeout=60)
+    assert out.strip() == b"50", notices.read_text()
     assert len(starts(tmp_path)) == 2, "the waiter computed once the holder died"
 
 
