@@ -47,6 +47,9 @@ class _Probe:
     delta: Callable[[Any, Any], Any]  # (before, after) -> change, or None when equal
     apply: Callable[[Any], None]
     library: str | None = None
+    # The state a library starts in, to compare with when the cell itself imported it
+    # (else every option would count as set, and setting them can import more modules).
+    initial: Callable[[], Any] | None = None
 
 
 def snapshot() -> dict[str, Any]:
@@ -68,7 +71,10 @@ def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> Changes:
     for probe in _PROBES:
         if probe.label not in after:
             continue
-        change = probe.delta(before.get(probe.label, _ABSENT), after[probe.label])
+        old = before.get(probe.label, _ABSENT)
+        if old is _ABSENT and probe.initial is not None:
+            old = probe.initial()
+        change = probe.delta(old, after[probe.label])
         if change is not None:
             found[probe.label] = change
     return found
@@ -180,6 +186,11 @@ def _pandas_options() -> Any:
         return {key: pd.get_option(key) for key in registered}
 
 
+def _pandas_defaults() -> Any:
+    registered = sys.modules["pandas"]._config.config._registered_options
+    return {key: option.defval for key, option in registered.items()}
+
+
 def _set_pandas_options(change: Any) -> None:
     pd = sys.modules["pandas"]
     with warnings.catch_warnings():
@@ -195,6 +206,11 @@ def _rc_params() -> Any:
     # NB. Read raw (dict.items): reading rcParams["backend"] through RcParams would
     # resolve, even switch, the backend. The backend itself is left to the figure code.
     return {k: v for k, v in dict.items(mpl.rcParams) if k != "backend"}
+
+
+def _rc_params_at_import() -> Any:
+    original = sys.modules["matplotlib"].rcParamsOrig  # defaults + matplotlibrc, at import
+    return {k: v for k, v in dict.items(original) if k != "backend"}
 
 
 def _set_rc_params(change: Any) -> None:
@@ -235,8 +251,22 @@ _PROBES = (
     _Probe("numpy global random state", _numpy_random_state, _whole, _set_numpy("random"), "numpy"),
     _Probe("numpy print options", _numpy_print_options, _whole, _set_numpy("print"), "numpy"),
     _Probe("numpy error handling", _numpy_errors, _whole, _set_numpy("errors"), "numpy"),
-    _Probe("pandas options", _pandas_options, _mapping_delta, _set_pandas_options, "pandas"),
-    _Probe("matplotlib rcParams", _rc_params, _mapping_delta, _set_rc_params, "matplotlib"),
+    _Probe(
+        "pandas options",
+        _pandas_options,
+        _mapping_delta,
+        _set_pandas_options,
+        "pandas",
+        _pandas_defaults,
+    ),
+    _Probe(
+        "matplotlib rcParams",
+        _rc_params,
+        _mapping_delta,
+        _set_rc_params,
+        "matplotlib",
+        _rc_params_at_import,
+    ),
     _Probe("environment variables", lambda: dict(os.environ), _mapping_delta, _set_environment),
     _Probe("working directory", os.getcwd, _whole, os.chdir),
     _Probe("sys.path", lambda: list(sys.path), _list_delta, lambda c: _apply_list(sys.path, c)),

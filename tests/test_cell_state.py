@@ -125,3 +125,15 @@ def test_restart_and_run_all_prints_what_the_run_printed(kernel: KernelSession) 
         execute(kernel, cell)
     assert runs() == len(CELLS), "every cached cell must hit after the restart"
     assert value(kernel, PROBE) == after_run
+
+
+@pytest.mark.kernel
+def test_a_cell_importing_a_library_replays_no_options(kernel: KernelSession) -> None:
+    """Importing pandas sets no option: a hit must not set them all (which imports more)."""
+    cells = ["%load_ext funcache_ipy", TICK, "%%funcache\ntick()\nimport pandas as pd\n"]
+    for _ in range(2):
+        for cell in cells:
+            execute(kernel, cell)
+        assert value(kernel, "import sys; 'matplotlib' in sys.modules") == "False"
+        kernel.restart()
+    assert runs() == 1, "the import cell must hit after the restart"
