@@ -51,7 +51,7 @@ from funcache_ipy.capture import (
     show_outputs,
 )
 from funcache_ipy.decorator import is_enabled
-from funcache_ipy.fingerprint import fingerprint_names, hash_content
+from funcache_ipy.fingerprint import fingerprint_names, hash_content, remember_stored
 from funcache_ipy.hashing import UnhashableError, is_immutable
 from funcache_ipy.keys import Explanation, cell_key, explain_manifests
 from funcache_ipy.origins import find_spec_quietly, is_local_file
@@ -194,7 +194,9 @@ class CellCache:
             stats.last_note = f"not stored: {problem}"
             _warn(f"funcache: cell {name} was not cached: {problem}", namespace)
         else:
-            store.set(key, entry, EntryMeta(name, time.time(), seconds, 0, manifest))
+            meta = EntryMeta(name, time.time(), seconds, 0, manifest)
+            if entry is not None and store.set(key, entry, meta):
+                remember_stored(entry.values.values())  # they key as the copies a hit restores
         return result
 
     def explain_last(self, name: str) -> Explanation | None:
