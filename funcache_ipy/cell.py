@@ -60,7 +60,7 @@ from funcache_ipy.capture import (
 from funcache_ipy.decorator import is_enabled
 from funcache_ipy.file_sets import FileSetIndex
 from funcache_ipy.files import FileState
-from funcache_ipy.fingerprint import fingerprint_names, hash_content
+from funcache_ipy.fingerprint import fingerprint_names, hash_content, remember_stored
 from funcache_ipy.hashing import UnhashableError, is_immutable
 from funcache_ipy.keys import Explanation, cell_key, explain_manifests, files_digest, state_key
 from funcache_ipy.lease import lease
@@ -290,7 +290,8 @@ class CellCache:
             _warn(f"funcache: cell {name} was not cached: {problem}", namespace)
         elif not changed or store.set(state_key(stats.last_key), changed, _state_meta(name)):
             meta = EntryMeta(name, time.time(), seconds, 0, manifest)
-            self.file_sets.put(store, key, settled.inputs, entry, meta)
+            if self.file_sets.put(store, key, settled.inputs, entry, meta):
+                remember_stored(entry.values.values())  # they key as the copies a hit restores
         return result
 
     def explain_last(self, name: str) -> Explanation | None:

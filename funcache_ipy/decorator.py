@@ -28,11 +28,12 @@ from typing import Any, NamedTuple, TypeVar, overload
 from funcache_ipy import file_sets, files
 from funcache_ipy.file_sets import FileSetIndex
 from funcache_ipy.files import FileReads, FileState
-from funcache_ipy.fingerprint import Fingerprint, Tracker, code_hasher
+from funcache_ipy.fingerprint import Fingerprint, Tracker, code_hasher, remember_stored
 from funcache_ipy.hashing import UnhashableError, hash_items, hash_value
 from funcache_ipy.hashing_stream import hash_bytes
 from funcache_ipy.keys import Explanation, call_key, explain_manifests, files_digest
 from funcache_ipy.lease import lease
+from funcache_ipy.stand_ins import stand_in
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store, open_store
 from funcache_ipy.walk import shown_value
 
@@ -146,7 +147,7 @@ class _Call:
         "key",
         "key_files",
         "names",
-        "slices",
+        "parts",
         "store",
         "value",
     )
@@ -157,14 +158,14 @@ class _Call:
         fingerprint: Fingerprint,
         names: tuple[str, ...],
         arguments: tuple[Any, ...],
-        slices: list[bytes | memoryview],
+        parts: list[bytes],
         key_files: list[FileState],
     ) -> None:
         self.key = key
         self.fingerprint = fingerprint
         self.names = names
         self.arguments = arguments
-        self.slices = slices  # each argument's part of the hashed stream
+        self.parts = parts  # each argument's part of the key (see hashing.hash_items)
         self.key_files = key_files  # files= matches and Path arguments, hashed into key
         self.store: Store | None = None
         self.value: Any = MISSING
@@ -386,7 +387,8 @@ class CachedFunction:
             return value
         if call.store is not None:
             meta = EntryMeta(self.cache_name, time.time(), seconds, 0, manifest)
-            self._file_sets.put(call.store, call.key, inputs, value, meta)
+            if self._file_sets.put(call.store, call.key, inputs, value, meta):
+                remember_stored([value])  # so it keys as the copy a hit returns
         return value
 
     # -- keys
@@ -404,13 +406,14 @@ class CachedFunction:
             bound = self._bound_values(args, kwargs)
             names, args = tuple(bound), tuple(bound.values())
         try:
-            digest, slices = hash_items(args, code_hasher=code_hasher)
+            # NB. Per-argument digests, so that a value stored earlier can key as its copy.
+            digest, parts = hash_items(args, code_hasher=code_hasher, stand_in=stand_in)
         except UnhashableError as exc:
             raise self._unhashable_argument(names, args, exc) from None
         key_files = self._key_files(args)
         known = files_digest((s.path, s.digest) for s in key_files) if key_files else None
         key = call_key(fingerprint.digest, digest, self._version, known)
-        return _Call(key, fingerprint, names, args, slices, key_files)
+        return _Call(key, fingerprint, names, args, parts, key_files)
 
     def _key_files(self, args: tuple[Any, ...]) -> list[FileState]:
         """Files counted before the run: ``files=`` matches and ``Path`` arguments.
@@ -480,8 +483,9 @@ class CachedFunction:
         the body may fail, or a computed result would be lost.
         """
         manifest = {label: list(entry) for label, entry in call.fingerprint.manifest.items()}
-        for name, value, part in zip(call.names, call.arguments, call.slices, strict=True):
-            manifest[f"argument `{name}`"] = [hash_bytes(part).hex(), shown_value(value)]
+        for name, value, part in zip(call.names, call.arguments, call.parts, strict=True):
+            digest = part[1:] if part.startswith(b"#") else hash_bytes(part)  # else a scalar
+            manifest[f"argument `{name}`"] = [digest.hex(), shown_value(value)]
         if self._version is not None:
             manifest["version="] = [self._version, self._version]
         if self._files:

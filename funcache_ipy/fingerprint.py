@@ -22,6 +22,7 @@ from typing import Any
 from funcache_ipy.bytecode import CodeSummary, summarize_code
 from funcache_ipy.guards import Guards
 from funcache_ipy.hashing import hash_value
+from funcache_ipy.stand_ins import remember
 from funcache_ipy.walk import Walk, cycle_token, display_name, kind_of
 
 
@@ -144,6 +145,15 @@ def hash_content(obj: object) -> bytes:
     The one way the package hashes arguments, cell inputs and guarded globals.
     """
     return hash_value(obj, code_hasher=code_hasher)
+
+
+def remember_stored(values: Iterable[object]) -> None:
+    """Let values just stored key as the copies a hit will restore (see ``stand_ins``).
+
+    Called right after a store by the decorator (its result) and the cell magic (each
+    value the cell binds). Never raises.
+    """
+    remember(values, hash_content)
 
 
 def fingerprint_names(

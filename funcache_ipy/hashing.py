@@ -53,6 +53,7 @@ from funcache_ipy.hashing_stream import (
 __all__ = ["UnhashableError", "hash_items", "hash_value", "is_immutable"]
 
 CodeHasher = Callable[[object], bytes]
+StandIn = Callable[[object, bytes], bytes]
 
 
 _CODE_TYPES = (
@@ -152,20 +153,30 @@ def hash_value(obj: object, *, code_hasher: CodeHasher | None = None) -> bytes:
 
 
 def hash_items(
-    values: tuple[Any, ...], *, code_hasher: CodeHasher | None = None
-) -> tuple[bytes, list[bytes | memoryview]]:
-    """Digest a tuple as :func:`hash_value` does, keeping each item's slice of the stream.
+    values: tuple[Any, ...],
+    *,
+    code_hasher: CodeHasher | None = None,
+    stand_in: StandIn | None = None,
+) -> tuple[bytes, list[bytes]]:
+    """Digest a tuple of arguments from one digest per item; return each item's part too.
 
-    One pass serves both a call's key, which needs the whole tuple (so aliasing *between*
-    arguments counts), and explaining a miss, which needs to know which argument changed:
-    ``hash_bytes(slice)`` is an item's digest, taken only when needed. A slice reflects
-    references to earlier items.
+    A call's key needs one digest per argument, so that an argument can be keyed by a
+    digest other than its own (``stand_in``, given the item and its digest), and
+    explaining a miss needs to know which argument changed. The items are walked as one
+    stream all the same, so aliasing *between* them still counts: an object met again
+    in a later item is a reference into the earlier one. References within an item are
+    relative to its start, so an item that shares nothing with the others has exactly
+    the digest :func:`hash_value` gives it.
 
-    >>> whole, slices = hash_items((1, "a"))
-    >>> whole == hash_value((1, "a")) and hash_bytes(slices[1]) == hash_value("a")
+    Returns:
+        The digest, and each item's part of it: a scalar's own encoding (a tuple of
+        scalars thus digests as :func:`hash_value` does), else ``#`` + its digest.
+
+    >>> whole, parts = hash_items((1, "a"))
+    >>> whole == hash_value((1, "a")) and hash_bytes(parts[1]) == hash_value("a")
     True
     """
-    parts: list[bytes | memoryview] = []
+    parts: list[bytes] = []
     for item in values:  # the usual call: scalars only, no walker needed
         enc = SCALARS.get(type(item))
         if enc is None:
@@ -175,20 +186,29 @@ def hash_items(
         return hash_bytes(b"(" + pack_len(len(values)) + b"".join(parts)), parts
     walker = Walker(code_hasher)
     out = walker.out
-    out += b"(" + pack_len(len(values))
-    bounds = []
+    walked: list[tuple[int, int, int]] = []
     with _reported(values):
-        for index, item in enumerate(values):
+        for index, item in enumerate(values[len(parts) :], len(parts)):
+            enc = SCALARS.get(type(item))
+            if enc is not None:
+                parts.append(enc(item))
+                continue
+            walker.base = len(walker.kept)
             start = len(out)
             try:
                 walker.feed(item)
             except Failure as failure:
                 failure.path.append(f"[{index}]")
                 raise
-            bounds.append((start, len(out)))
+            walked.append((index, start, len(out)))
+            parts.append(b"")  # filled in below, once the stream stops growing
     view = memoryview(out)
-    parts = [view[start:end] for start, end in bounds]
-    return hash_bytes(out), parts
+    for index, start, end in walked:
+        digest = hash_bytes(view[start:end])
+        if stand_in is not None:
+            digest = stand_in(values[index], digest)
+        parts[index] = b"#" + digest
+    return hash_bytes(b"(" + pack_len(len(values)) + b"".join(parts)), parts
 
 
 @contextlib.contextmanager
@@ -276,13 +296,16 @@ class Walker:
 
     Two kinds of back-reference keep a walk finite and linear. An *ancestor* met again
     (a cycle) becomes ``@`` + its depth; a finished object met again (a shared reference)
-    becomes ``^`` + its index in the memo, numbered in order of completion. Atoms (scalars,
-    classes, functions, enum members, numpy scalars, stdlib value types, empty tuples) are
-    never memoized: their identity is an accident of interning, not the user's sharing.
+    becomes ``^`` + its index in the memo, numbered in order of completion from ``base``
+    (one of an earlier item of :func:`hash_items` becomes a backtick + its index). Atoms
+    (scalars, classes, functions, enum members, numpy scalars, stdlib value types, empty
+    tuples) are never memoized: their identity is an accident of interning, not the
+    user's sharing.
     """
 
     __slots__ = (
         "arrays",
+        "base",
         "code_hasher",
         "kept",
         "memo",
@@ -300,6 +323,8 @@ class Walker:
         # id -> index in kept; holding the objects keeps their ids from being reused.
         self.memo: dict[int, int] = {}
         self.kept: list[object] = []
+        # Back-references to objects from ``base`` on are counted from it (see hash_items).
+        self.base = 0
         self.shareable: dict[type, bool] = {}
         self.types: dict[type, bytes] = {}
         self.slots: dict[type, list[str]] = {}
@@ -317,7 +342,11 @@ class Walker:
         memo = self.memo
         seen = memo.get(key)
         if seen is not None:
-            self.out += b"^" + pack_len(seen)
+            base = self.base
+            if seen >= base:
+                self.out += b"^" + pack_len(seen - base)
+            else:  # an object of an earlier item (hash_items)
+                self.out += b"`" + pack_len(seen)
             return
         method = _DISPATCH.get(kind)
         if method is not None and kind not in _MUTABLE:

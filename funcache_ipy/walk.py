@@ -23,6 +23,7 @@ from funcache_ipy.bytecode import CodeSummary, summarize_code
 from funcache_ipy.guards import ABSENT, Guards
 from funcache_ipy.hashing import UnhashableError, hash_value, is_immutable
 from funcache_ipy.origins import is_local_function, is_local_module, library_digest, source_digest
+from funcache_ipy.stand_ins import stand_in
 
 # Class-dict entries that describe rather than define behaviour; ``_abc_impl`` is the
 # ABC machinery's private subclass cache (a C object that changes as isinstance runs),
@@ -313,12 +314,16 @@ class Walk:
         return self.record(label, digest or library_digest(module_name, ""))
 
     def value(self, obj: object, label: str) -> bytes:
-        """Content digest; mutable values are re-hashed by the guards on every call."""
+        """Content digest; mutable values are re-hashed by the guards on every call.
+
+        A value the cache stored digests as its copy (``stand_ins``): a value reached by
+        name is a top level of the key, like an argument.
+        """
         kind = type(obj)
         if kind.__module__.partition(".")[0] in _ENVIRONMENT_PACKAGES:
             return self.record(label, library_digest(kind.__module__, kind.__qualname__))
         try:
-            digest = hash_value(obj, code_hasher=self.code_inside_value)
+            digest = stand_in(obj, hash_value(obj, code_hasher=self.code_inside_value))
         except UnhashableError as exc:
             raise UnhashableError(f"cannot fingerprint {label}: {exc}") from None
         if not is_immutable(obj):

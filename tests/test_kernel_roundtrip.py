@@ -1,0 +1,67 @@
+"""Restart & Run All in a real kernel: every cached cell and call hits, Bunch-likes too.
+
+A value restored by a hit must key as the value the run produced (issue 6), or the cells
+and cached functions reading it recompute once after every restart. The class is defined
+in a plain cell, as in a notebook, and is defined again by the rerun.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from funcache_ipy.demo import KernelSession
+from tests.kernel_helpers import execute, open_kernel
+
+pytestmark = pytest.mark.kernel
+
+NOTEBOOK = [
+    "%load_ext funcache_ipy",
+    """
+import funcache_ipy
+import numpy as np
+
+class BunchLike(dict):
+    def __init__(self, **items):
+        super().__init__(items)
+        self.__dict__["_warnings"] = {}
+
+    def __setstate__(self, state):
+        pass
+
+@funcache_ipy.cache
+def load(n):
+    print("ran load")
+    return BunchLike(data=np.arange(n))
+
+@funcache_ipy.cache
+def total(bunch):
+    print("ran total")
+    return int(bunch["data"].sum())
+""",
+    "%%funcache\ndigits = BunchLike(data=np.arange(6))\nprint('ran cell load')",
+    "%%funcache\nsize = len(digits['data'])\nprint('ran cell size')",
+    "loaded = load(5)\nsummed = total(loaded)",
+    "print(size, summed)",
+]
+
+
+@pytest.fixture
+def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
+    with open_kernel(tmp_path) as session:
+        yield session
+
+
+def test_restart_and_run_all_hits_everywhere(kernel: KernelSession) -> None:
+    first = [execute(kernel, cell) for cell in NOTEBOOK]
+    assert first[-1].stdout == "6 10\n", first[-1].stdout
+    assert "ran total" in first[4].stdout
+
+    kernel.restart()
+    again = [execute(kernel, cell) for cell in NOTEBOOK]
+    assert again[-1].stdout == "6 10\n", f"expected 6 10, got {again[-1].stdout!r}"
+    assert again[4].stdout == "", f"a cached call ran after the restart: {again[4].stdout!r}"
+    info = execute(kernel, "%funcache info").text
+    assert "0 misses" in info, f"every cell should have hit after the restart:\n{info}"
