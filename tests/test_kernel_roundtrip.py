@@ -31,6 +31,12 @@ class BunchLike(dict):
     def __setstate__(self, state):
         pass
 
+class Box:
+    __slots__ = ("size",)
+
+    def __init__(self, size):
+        self.size = size
+
 @funcache_ipy.cache
 def load(n):
     print("ran load")
@@ -41,10 +47,13 @@ def total(bunch):
     print("ran total")
     return int(bunch["data"].sum())
 """,
-    "%%funcache\ndigits = BunchLike(data=np.arange(6))\nprint('ran cell load')",
+    "%%funcache\ndigits = BunchLike(data=np.arange(6))\nbox = Box(3)\nprint('ran cell load')",
+    # Reads only the class: storing ``box`` pickled an instance, which made copyreg cache
+    # ``__slotnames__`` on Box; after the restart nothing has pickled one yet.
+    "%%funcache\nunit = Box(1).size\nprint('ran cell unit')",
     "%%funcache\nsize = len(digits['data'])\nprint('ran cell size')",
     "loaded = load(5)\nsummed = total(loaded)",
-    "print(size, summed)",
+    "print(size, summed, unit)",
 ]
 
 
@@ -56,12 +65,12 @@ def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
 
 def test_restart_and_run_all_hits_everywhere(kernel: KernelSession) -> None:
     first = [execute(kernel, cell) for cell in NOTEBOOK]
-    assert first[-1].stdout == "6 10\n", first[-1].stdout
-    assert "ran total" in first[4].stdout
+    assert first[-1].stdout == "6 10 1\n", first[-1].stdout
+    assert "ran total" in first[5].stdout
 
     kernel.restart()
     again = [execute(kernel, cell) for cell in NOTEBOOK]
-    assert again[-1].stdout == "6 10\n", f"expected 6 10, got {again[-1].stdout!r}"
-    assert again[4].stdout == "", f"a cached call ran after the restart: {again[4].stdout!r}"
+    assert again[-1].stdout == "6 10 1\n", f"expected 6 10 1, got {again[-1].stdout!r}"
+    assert again[5].stdout == "", f"a cached call ran after the restart: {again[5].stdout!r}"
     info = execute(kernel, "%funcache info").text
     assert "0 misses" in info, f"every cell should have hit after the restart:\n{info}"
