@@ -246,29 +246,14 @@ class NotebookAudit:
 
 
 class AuditSession(KernelSession):
-    """A ``KernelSession`` that keeps the order of outputs and probes after each cell.
-
-    NB. ``KernelSession.run`` joins all stdout and all stderr, which hides whether a
-    replay interleaves them with figures as the run did; the audit needs that order.
-    """
+    """A ``KernelSession`` that digests each cell's outputs, in order, and probes after it."""
 
     def run_cell(self, code: str) -> CellRecord:
         """Run ``code`` as the next cell (history on, as Jupyter does), then probe."""
-        client = self._require_client()
-        started = time.perf_counter()
-        msg_id = client.execute(code, store_history=True, allow_stdin=False)
+        run = self.run(code)
         shown = Shown()
-        stdout: list[str] = []
-        stderr: list[str] = []
-        while True:
-            msg = self._next_message(client.get_iopub_msg, started, code)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "status" and content["execution_state"] == "idle":
-                break
+        for kind, content in run.messages:
             if kind == "stream":
-                (stdout if content["name"] == "stdout" else stderr).append(content["text"])
                 _append_once(shown.order, content["name"])
             elif kind in ("display_data", "execute_result"):
                 data = content["data"]
@@ -284,14 +269,12 @@ class AuditSession(KernelSession):
                 shown.error = f"{content['ename']}: {evalue}"
                 text = _ANSI.sub("", "\n".join(content["traceback"]))
                 shown.traceback_in_funcache = "funcache_ipy" in text
-        seconds = time.perf_counter() - started
-        self._drain_shell_reply(msg_id, started, code)
-        _set_streams(shown, "".join(stdout), "".join(stderr))
+        _set_streams(shown, run.stdout, run.stderr)
         namespace, cells = self._probe()
         cache, explain = "", ""
         if cells:  # NB. one cell runs under one name; the last changed one is this cell's
             cache, explain = cells[-1]
-        return CellRecord(shown, namespace, cache, explain, seconds)
+        return CellRecord(shown, namespace, cache, explain, run.seconds)
 
     def _probe(self) -> tuple[dict[str, str], list[tuple[str, str]]]:
         """Digest the namespace without running anything that shows or binds."""

@@ -76,6 +76,9 @@ class CellRun:
     error: str | None = None
     user_expressions: dict[str, Any] = field(default_factory=dict)
     cache: str = ""  # "hit", "miss" or "" (did not touch the cache); set by run_notebook
+    # (message type, content) of every stream, display, result and error, in arrival
+    # order: stdout/stderr above are joined, which hides how they interleave.
+    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -197,6 +200,8 @@ class KernelSession:
             kind, content = msg["msg_type"], msg["content"]
             if kind == "status" and content["execution_state"] == "idle":
                 break
+            if kind in ("stream", "display_data", "execute_result", "error"):
+                run.messages.append((kind, content))
             if kind == "stream":
                 (stdout if content["name"] == "stdout" else stderr).append(content["text"])
             elif kind in ("display_data", "execute_result"):

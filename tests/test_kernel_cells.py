@@ -98,25 +98,15 @@ def test_figures_show_as_images_in_run_order_after_restart(kernel: KernelSession
 
 
 def stream_order(kernel: KernelSession, code: str) -> list[tuple[str, str]]:
-    """The stream messages of one cell in the order the frontend gets them.
-
-    NB. ``CellRun`` joins stdout and stderr apart, so this reads the kernel's
-    messages itself.
-    """
-    client = kernel._require_client()
-    msg_id = client.execute(code, store_history=True, allow_stdin=False)
+    """The stream messages of one cell in the order the frontend gets them."""
     chunks = []
-    while True:
-        msg = client.get_iopub_msg(timeout=60)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            return chunks
-        if msg["msg_type"] == "stream":
-            lines = msg["content"]["text"].splitlines(keepends=True)
+    for kind, content in kernel.run(code).messages:
+        if kind == "stream":
+            lines = content["text"].splitlines(keepends=True)
             text = "".join(line for line in lines if not line.startswith(HIT_NOTICE))
             if text:
-                chunks.append((msg["content"]["name"], text))
+                chunks.append((content["name"], text))
+    return chunks
 
 
 def test_stdout_and_stderr_replay_in_their_run_order(kernel: KernelSession) -> None:
