@@ -16,6 +16,10 @@ An input the cell changed in place without rebinding it (``data.append(3)``) is
 restored *into the live object*, so its other names see the change too; which
 objects can take that, and what is left alone, is in :mod:`funcache_ipy.restore`.
 
+A run that drew from the global ``random`` or numpy generator without seeding it first
+depends on where that generator started: the entry records the starting state's digest,
+and a hit from another starting state is a miss (see :mod:`funcache_ipy.state`).
+
 A hit re-runs the cell's top-level ``import``/``def``/``class`` statements *before*
 unpickling the rest, so stored instances of a cell's classes find them; a cell whose
 definitions read values it computes cannot be re-created that way, so it is not
@@ -108,6 +112,8 @@ class _Entry:
     outputs: tuple[Output, ...]
     seconds: float
     state: bool  # the run changed process state, stored apart under keys.state_key
+    # Global generators the run drew from unseeded -> digest of the state it started from
+    random_inputs: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -269,14 +275,27 @@ class CellCache:
         state_before = state.snapshot()
         started = time.perf_counter()
         with OutputCapture(cell.publisher) as capture:
-            with files.track([store.directory], key_files) as reads:
+            with (
+                files.track([store.directory], key_files) as reads,
+                state.seeds_watched(state_before, namespace) as first_seed,
+            ):
                 result = _execute(analysis, namespace, cell.compiler)
             figures = capture.flush_figures()
         seconds = time.perf_counter() - started
-        changed = state.changes(state_before, state.snapshot())
+        state_after = state.snapshot()
+        changed = state.changes(state_before, state_after)
         settled = reads.settle()
         entry, problem = _collect(
-            analysis, namespace, before, watched, shapes, result, capture, seconds, bool(changed)
+            analysis,
+            namespace,
+            before,
+            watched,
+            shapes,
+            result,
+            capture,
+            seconds,
+            bool(changed),
+            state.random_inputs(state_before, state_after, first_seed),
         )
         if problem is None and settled.unstable:
             entry, problem = None, file_sets.changed_while_running(settled.unstable)
@@ -325,14 +344,15 @@ class CellCache:
         """
         if store.meta(key) is None:
             return None
+        starting = state.random_states()  # NB. before the run's own state is applied
         changes = store.get(state_key(key))
         if changes is MISSING:
-            return self._restore_entry(store, key, cell, state_applied=False)
+            return self._restore_entry(store, key, cell, starting, state_applied=False)
         if not isinstance(changes, dict) or not state.fits(changes):
             return None
         saved = state.snapshot()
         state.apply(changes, libraries=False)
-        entry = self._restore_entry(store, key, cell, state_applied=True)
+        entry = self._restore_entry(store, key, cell, starting, state_applied=True)
         if entry is None:
             state.undo(saved)
         else:
@@ -340,8 +360,16 @@ class CellCache:
         return entry
 
     def _restore_entry(
-        self, store: Store, key: str, cell: _Cell, *, state_applied: bool
+        self,
+        store: Store,
+        key: str,
+        cell: _Cell,
+        starting: Mapping[str, Any],
+        *,
+        state_applied: bool,
     ) -> _Entry | None:
+        """Put the entry's values back, unless it is missing or started from other random
+        states (``starting``: the generators as they were before the hit touched them)."""
         analysis, namespace, compiler = cell.analysis, cell.namespace, cell.compiler
         if analysis.definitions:
             try:
@@ -354,6 +382,11 @@ class CellCache:
         entry = store.get(key)
         if not isinstance(entry, _Entry) or entry.state != state_applied:
             return None  # (a state record evicted apart from its entry: run again)
+        differing = state.random_differs(entry.random_inputs, starting)
+        if differing is not None:
+            note = f"the global random state it starts from differs ({differing})"
+            self.stats[cell.name].last_note = note
+            return None
         try:
             values = {var: _revive(value) for var, value in entry.values.items()}
         except ImportError:
@@ -568,6 +601,7 @@ def _collect(
     capture: OutputCapture,
     seconds: float,
     state_changed: bool,
+    random_inputs: dict[str, str],
 ) -> tuple[_Entry, None] | tuple[None, str]:
     """The entry to store after a run, or why the run cannot be stored.
 
@@ -613,7 +647,9 @@ def _collect(
     views, problem = find_views(stored, {n: value for n, (value, _) in shapes.items()})
     if problem is not None:
         return None, problem
-    entry = _Entry(values, kept, views, removed, result, capture.outputs, seconds, state_changed)
+    entry = _Entry(
+        values, kept, views, removed, result, capture.outputs, seconds, state_changed, random_inputs
+    )
     problem = _unpicklable(entry)
     return (None, problem) if problem is not None else (entry, None)
 

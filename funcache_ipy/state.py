@@ -11,22 +11,41 @@ the same changes (:func:`apply`).
 Only the state listed in ``_PROBES`` is known; other libraries' global settings are not
 restored. numpy, pandas and matplotlib are looked up in ``sys.modules`` only: a cell
 cannot have changed a library it never imported.
+
+The global random generators are inputs as well as outputs: a cell that draws numbers
+from them gets other numbers from another starting state. :func:`seeds_watched` and
+:func:`random_inputs` tell which generators' starting state a run depended on (those it
+drew from before seeding them, if at all), for a hit to compare (:func:`random_differs`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import pickle
 import random
 import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Changes", "apply", "changes", "fits", "snapshot", "undo"]
+import xxhash
+
+__all__ = [
+    "Changes",
+    "apply",
+    "changes",
+    "fits",
+    "random_differs",
+    "random_inputs",
+    "random_states",
+    "seeds_watched",
+    "snapshot",
+    "undo",
+]
 
 Changes = dict[str, Any]
 """What a run changed: probe label -> the change (a new value, or a mapping/list delta)."""
@@ -107,6 +126,101 @@ def undo(saved: Mapping[str, Any]) -> None:
     back = changes(snapshot(), saved)
     apply(back, libraries=False)
     apply(back, libraries=True)
+
+
+# -- the global random generators as inputs
+
+_RANDOM_MODULE = "random module state"
+_NUMPY_RANDOM = "numpy global random state"
+_RANDOM_LABELS = (_RANDOM_MODULE, _NUMPY_RANDOM)
+
+
+def random_states() -> dict[str, Any]:
+    """The global random generators' states now (a hit compares them before restoring)."""
+    states = {_RANDOM_MODULE: random.getstate()}
+    numpy_state = _numpy_random_state()
+    if numpy_state is not _ABSENT:
+        states[_NUMPY_RANDOM] = numpy_state
+    return states
+
+
+@contextlib.contextmanager
+def seeds_watched(
+    before: Mapping[str, Any], namespace: dict[str, Any]
+) -> Iterator[dict[str, bool]]:
+    """While a cell runs, note which generators it seeded, and whether before drawing.
+
+    ``random.seed`` and ``numpy.random.seed`` are wrapped for the run: at its first seed
+    call, a generator still in the state ``before`` saw has given out nothing yet, so the
+    run's numbers follow from the seed alone. Yields, per generator seeded, whether its
+    first seed came before any draw.
+
+    NB. Only calls through the modules are seen (``np.random.seed``); a ``seed`` bound
+    before the run (``from random import seed`` in an earlier cell) is not, which makes
+    its generator an input: a needless miss at worst, never a stale hit. A name the cell
+    binds to a wrapper (``from random import seed``) is bound to the original after.
+    """
+    first_seed: dict[str, bool] = {}
+    owners: list[tuple[str, Any, Callable[[], Any]]] = [(_RANDOM_MODULE, random, random.getstate)]
+    numpy = _module("numpy")
+    if numpy is not _ABSENT:
+        owners.append((_NUMPY_RANDOM, numpy.random, numpy.random.get_state))
+    wrapped: list[tuple[Any, Any, Any]] = []
+    for label, owner, read in owners:
+        original = owner.seed
+
+        @functools.wraps(original)
+        def seed(
+            *args: Any, _original: Any = original, _label: str = label, _read: Any = read, **kw: Any
+        ) -> Any:
+            if _label not in first_seed:
+                first_seed[_label] = _label in before and _same(_read(), before[_label])
+            return _original(*args, **kw)
+
+        owner.seed = seed
+        wrapped.append((owner, original, seed))
+    try:
+        yield first_seed
+    finally:
+        for owner, original, seed in wrapped:
+            owner.seed = original
+            for name, value in list(namespace.items()):
+                if value is seed:
+                    namespace[name] = original
+
+
+def random_inputs(
+    before: Mapping[str, Any], after: Mapping[str, Any], first_seed: Mapping[str, bool]
+) -> dict[str, str]:
+    """The generators whose starting state a run's results follow from, with its digest.
+
+    A generator counts unless the run seeded it before drawing (:func:`seeds_watched`):
+    when the run seeded it after drawing (which may leave it as it began), or changed it
+    without seeding it (drew numbers).
+    """
+    inputs = {}
+    for label in _RANDOM_LABELS:
+        old = before.get(label, _ABSENT)
+        seeded_first = first_seed.get(label)
+        if seeded_first is False or (
+            seeded_first is None and not _same(old, after.get(label, _ABSENT))
+        ):
+            inputs[label] = _state_digest(old)
+    return inputs
+
+
+def random_differs(inputs: Mapping[str, str], current: Mapping[str, Any]) -> str | None:
+    """The first generator whose state now is not the one a run started from, or None."""
+    for label, digest in inputs.items():
+        if _state_digest(current.get(label, _ABSENT)) != digest:
+            return label
+    return None
+
+
+def _state_digest(value: Any) -> str:
+    if value is _ABSENT:  # NB. numpy imported by the run itself: seeded afresh at import
+        return "absent"
+    return xxhash.xxh3_128_hexdigest(pickle.dumps(value, 5))
 
 
 # -- comparing and applying
@@ -247,8 +361,8 @@ def _set_numpy(name: str) -> Callable[[Any], None]:
 
 
 _PROBES = (
-    _Probe("random module state", random.getstate, _whole, random.setstate),
-    _Probe("numpy global random state", _numpy_random_state, _whole, _set_numpy("random"), "numpy"),
+    _Probe(_RANDOM_MODULE, random.getstate, _whole, random.setstate),
+    _Probe(_NUMPY_RANDOM, _numpy_random_state, _whole, _set_numpy("random"), "numpy"),
     _Probe("numpy print options", _numpy_print_options, _whole, _set_numpy("print"), "numpy"),
     _Probe("numpy error handling", _numpy_errors, _whole, _set_numpy("errors"), "numpy"),
     _Probe(
