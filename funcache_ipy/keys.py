@@ -19,10 +19,8 @@ import xxhash
 # 2: cell entries record views of arrays (older ones would restore them as copies) and are
 # stored by the files they read; class fingerprints leave __slotnames__ out; cached
 # functions are CachedFunction objects; a call's arguments are keyed by one digest each
-# (hashing.hash_items).
-# 3: cell entries record the random states they started from (older ones would hit after
-# an edited seed).
-SCHEMA_VERSION = 3
+# (hashing.hash_items); cell entries record the random states they started from.
+SCHEMA_VERSION = 2
 _SALT = f"funcache_ipy:{SCHEMA_VERSION}:py{sys.version_info[0]}.{sys.version_info[1]}:".encode()
 
 Manifest = Mapping[str, Sequence[str]]
