@@ -8,9 +8,11 @@ attribute chains and imports the code reads, which the walk in ``walk.py`` resol
 
 from __future__ import annotations
 
+import bisect
 import dis
 import types
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import xxhash
@@ -22,8 +24,11 @@ _LOADS_ATTR = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
 # NB. CPython 3.11 compiles ``np.sum(x)`` to LOAD_ATTR when ``np`` is imported in the same
 # compile unit and to LOAD_METHOD otherwise: one function, two bytecodes depending on
 # which statements it was compiled with (a cell run whole, or a hit re-running only its
-# definitions). Both call the same attribute, so they digest alike.
+# definitions). Both call the same attribute, so they digest alike; and since the two
+# take different room (inline caches), jumps and the exception table count in
+# instructions, not bytes.
 _SAME_AS = {"LOAD_METHOD": "LOAD_ATTR"}
+_JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
 
 
 @dataclass(frozen=True)
@@ -77,9 +82,9 @@ def _build_code_summary(code: types.CodeType) -> CodeSummary:
             bare.add(current_chain[0])
         current_chain.clear()
 
-    for ins in dis.get_instructions(code):
-        if ins.opname == "EXTENDED_ARG":
-            continue
+    instructions = [ins for ins in dis.get_instructions(code) if ins.opname != "EXTENDED_ARG"]
+    position = _positions(instructions)
+    for ins in instructions:
         h.update(_SAME_AS.get(ins.opname, ins.opname).encode())
         if ins.opname in _LOADS_ATTR and current_chain:
             current_chain.append(ins.argval)
@@ -94,6 +99,8 @@ def _build_code_summary(code: types.CodeType) -> CodeSummary:
             chains.extend(nested.chains)
             bare.update(nested.bare_names)
             imports.extend(nested.imports)
+        elif ins.opcode in _JUMPS:
+            h.update(b"->%d" % position(arg))
         elif ins.opcode in dis.hasconst:
             h.update(hash_value(arg))
             recent_constants = [recent_constants[1], arg]
@@ -111,5 +118,26 @@ def _build_code_summary(code: types.CodeType) -> CodeSummary:
                 base = f"{arg}." if arg else ""
                 imports.extend((f"{base}{name}", level) for name in fromlist if name != "*")
     close_chain()
-    h.update(repr(code.co_exceptiontable if hasattr(code, "co_exceptiontable") else b"").encode())
+    h.update(repr(_exception_table(code, position)).encode())
     return CodeSummary(h.digest(), tuple(names), tuple(chains), frozenset(bare), tuple(imports))
+
+
+def _positions(instructions: list[dis.Instruction]) -> Callable[[int], int]:
+    """Byte offset -> index of the instruction there (or the next one, past an EXTENDED_ARG)."""
+    starts = [ins.offset for ins in instructions]
+
+    def position(offset: int) -> int:
+        return bisect.bisect_left(starts, offset)
+
+    return position
+
+
+def _exception_table(code: types.CodeType, position: Callable[[int], int]) -> list[tuple[int, ...]]:
+    """The exception table with offsets as instruction positions (3.11+; else empty)."""
+    parse = getattr(dis, "_parse_exception_table", None)  # NB. private, but the only reader
+    if parse is None or not hasattr(code, "co_exceptiontable"):
+        return []
+    return [
+        (position(e.start), position(e.end), position(e.target), e.depth, int(e.lasti))
+        for e in parse(code)
+    ]

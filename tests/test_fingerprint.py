@@ -203,6 +203,14 @@ MUST_HIT = {
         "@funcache_ipy.cache\ndef f(x): return helper(x)",
         "def helper(x):\n    return math.floor(x)",
     ),
+    "helper with a loop and a try, compiled with its import, then alone": (
+        'exec("import math\\ndef helper(x):\\n    t = 0\\n    for i in range(x):\\n'
+        "        try:\\n            t += math.floor(i / 2)\\n        except ValueError:\\n"
+        '            t -= 1\\n    return t")\n'
+        "@funcache_ipy.cache\ndef f(x): return helper(x)",
+        "def helper(x):\n    t = 0\n    for i in range(x):\n        try:\n"
+        "            t += math.floor(i / 2)\n        except ValueError:\n            t -= 1\n    return t",
+    ),
     "same value reassigned": (
         "SCALE = 2\n@funcache_ipy.cache\ndef f(x): return x * SCALE",
         "SCALE = 2",
