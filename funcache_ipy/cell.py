@@ -78,6 +78,7 @@ from funcache_ipy.restore import (
     rebuild_views,
     record_shapes,
     restore_in_place,
+    shared_by_others,
     views_fit,
 )
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store
@@ -642,6 +643,12 @@ def _collect(
             )
         values[name] = value
     removed = tuple(n for n in before if n not in namespace)
+    shared = shared_by_others(namespace, mutated)
+    if shared is not None:
+        return None, (
+            f"`{shared[0]}` changed in place and `{shared[1]}` names it or a part of it; a hit "
+            f"would give `{shared[0]}` a stored copy and leave `{shared[1]}` as it was"
+        )
     kept = find_kept(values, shapes)
     stored = {n: v for n, v in values.items() if n not in kept}
     views, problem = find_views(stored, {n: value for n, (value, _) in shapes.items()})

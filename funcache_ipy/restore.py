@@ -108,6 +108,37 @@ def find_kept(values: Mapping[str, object], shapes: Shapes) -> dict[str, Kept]:
     }
 
 
+def shared_by_others(
+    namespace: Mapping[str, Any], changed: Iterable[str]
+) -> tuple[str, str] | None:
+    """A name the run changed in place that a hit can only replace by a copy, and another
+    name for it or for one of its parts (a pandas index), or None.
+
+    A hit rebinds the first name to the stored copy; the other would keep the object as
+    it was before the run, so such a cell must run instead.
+    """
+    for name in changed:
+        value = namespace[name]
+        if _kind(value) is not None:  # restored into the live object: every name sees it
+            continue
+        mine = _identities(value)
+        for other, obj in namespace.items():
+            if other != name and not other.startswith("_") and mine & _identities(obj):
+                return name, other
+    return None
+
+
+def _identities(obj: object) -> set[int]:
+    """``obj`` and the parts other names commonly share with it (a frame's index)."""
+    ids = {id(obj)}
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and isinstance(obj, pandas.Series | pandas.DataFrame):
+        ids.add(id(obj.index))
+        if isinstance(obj, pandas.DataFrame):
+            ids.add(id(obj.columns))
+    return ids
+
+
 def restore_in_place(
     namespace: Mapping[str, Any], values: dict[str, object], kept: Mapping[str, Kept]
 ) -> dict[int, Any]:

@@ -177,3 +177,42 @@ def test_unhashable_input_warning_is_one_short_line(ip: InteractiveShell) -> Non
     assert "input `ax` (matplotlib Axes) cannot be hashed" in message, message
     assert "\n" not in message and len(message) < 200, f"not one short line: {message!r}"
     assert runs() == 1
+
+
+# ------------------------------------------------------------------ shared pandas parts
+
+PD_SHARED_INDEX = [
+    "%%funcache\nimport pandas as pd\nindex = pd.Index(['a', 'b'])\ns = pd.Series([1, 2], index=index)\n",
+    "%%funcache\ntick()\ns.index.name = 'letter'\n",
+]
+
+
+@pytest.mark.parametrize("alias", ["index", "same = s"])
+def test_change_to_a_pandas_object_another_name_shares_runs_uncached(
+    ip: InteractiveShell, alias: str
+) -> None:
+    """A hit can only rebind ``s`` to a copy: ``index`` (or an alias) would keep the old one.
+
+    The Data Science Handbook's ``pop.index.names = [...]`` (03.05) after ``index`` was
+    used to build ``pop``.
+    """
+    pd = pytest.importorskip("pandas")
+    first = (
+        PD_SHARED_INDEX[0]
+        if alias == "index"
+        else "%%funcache\nimport pandas as pd\ns = pd.Series([1, 2], index=['a', 'b'])\nsame = s\n"
+    )
+    cells = [first, PD_SHARED_INDEX[1]]
+    shared = "index" if alias == "index" else "same"
+    probe = "index.name" if alias == "index" else "same.index.name"
+    with pytest.warns(FuncacheWarning, match=f"`s` changed in place and `{shared}`"):
+        for cell in cells:
+            run_cell(ip, cell)
+    assert run_cell(ip, probe) == "letter"
+    restart(ip)
+    with pytest.warns(FuncacheWarning):
+        for cell in cells:
+            run_cell(ip, cell)
+    assert runs() == 2, "the cell must run after the restart, not hit"
+    assert run_cell(ip, probe) == "letter", "the name sharing the index must see the change"
+    assert isinstance(run_cell(ip, "s"), pd.Series)

@@ -201,7 +201,7 @@ def test_mutated_object_that_cannot_be_updated_in_place_is_rebound(
     ip: InteractiveShell,
 ) -> None:
     """Slots live outside ``__dict__``: the object is replaced by its stored copy."""
-    setup = "class Slotted:\n    __slots__ = ('v',)\n\ns = Slotted()\ns.v = [1]\nbefore = s"
+    setup = "class Slotted:\n    __slots__ = ('v',)\n\ns = Slotted()\ns.v = [1]\nfirst_id = id(s)"
     cell = "%%funcache\ntick()\ns.v.append(2)\n"
     run_cell(ip, setup)
     run_cell(ip, cell)
@@ -210,7 +210,20 @@ def test_mutated_object_that_cannot_be_updated_in_place_is_rebound(
     run_cell(ip, cell)
     assert runs() == 1
     ns = ip.user_ns
-    assert ns["s"].v == [1, 2] and ns["s"] is not ns["before"]
+    assert ns["s"].v == [1, 2] and id(ns["s"]) != ns["first_id"]
+
+
+def test_mutated_object_another_name_shares_runs_uncached(ip: InteractiveShell) -> None:
+    """Rebinding ``s`` to a copy would leave ``before`` unchanged: such a cell runs."""
+    setup = "class Slotted:\n    __slots__ = ('v',)\n\ns = Slotted()\ns.v = [1]\nbefore = s"
+    cell = "%%funcache\ntick()\ns.v.append(2)\n"
+    for _ in range(2):
+        run_cell(ip, setup)
+        with pytest.warns(FuncacheWarning, match="`s` changed in place and `before`"):
+            run_cell(ip, cell)
+        assert ip.user_ns["before"].v == [1, 2], "the other name must see the change"
+        restart(ip)
+    assert runs() == 2
 
 
 def test_global_mutated_through_a_called_function_is_restored(ip: InteractiveShell) -> None:
