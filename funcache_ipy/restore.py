@@ -112,31 +112,35 @@ def shared_by_others(
     namespace: Mapping[str, Any], changed: Iterable[str]
 ) -> tuple[str, str] | None:
     """A name the run changed in place that a hit can only replace by a copy, and another
-    name for it or for one of its parts (a pandas index), or None.
+    name for it, for one of its parts (``index`` is ``pop.index``) or for an object it is
+    a part of; or None.
 
     A hit rebinds the first name to the stored copy; the other would keep the object as
-    it was before the run, so such a cell must run instead.
+    it was before the run, so such a cell must run instead. Two frames merely sharing an
+    index (``data`` built from ``area``) do not count: neither name is that index.
     """
     for name in changed:
         value = namespace[name]
         if _kind(value) is not None:  # restored into the live object: every name sees it
             continue
-        mine = _identities(value)
+        mine = {id(value), *_parts(value)}
         for other, obj in namespace.items():
-            if other != name and not other.startswith("_") and mine & _identities(obj):
+            if other == name or other.startswith("_"):
+                continue
+            if id(obj) in mine or id(value) in _parts(obj):
                 return name, other
     return None
 
 
-def _identities(obj: object) -> set[int]:
-    """``obj`` and the parts other names commonly share with it (a frame's index)."""
-    ids = {id(obj)}
+def _parts(obj: object) -> set[int]:
+    """Parts of ``obj`` that other names commonly hold on their own (a frame's index)."""
     pandas = sys.modules.get("pandas")
-    if pandas is not None and isinstance(obj, pandas.Series | pandas.DataFrame):
-        ids.add(id(obj.index))
-        if isinstance(obj, pandas.DataFrame):
-            ids.add(id(obj.columns))
-    return ids
+    if pandas is None or not isinstance(obj, pandas.Series | pandas.DataFrame):
+        return set()
+    parts = {id(obj.index)}
+    if isinstance(obj, pandas.DataFrame):
+        parts.add(id(obj.columns))
+    return parts
 
 
 def restore_in_place(

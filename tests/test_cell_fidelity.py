@@ -216,3 +216,21 @@ def test_change_to_a_pandas_object_another_name_shares_runs_uncached(
     assert runs() == 2, "the cell must run after the restart, not hit"
     assert run_cell(ip, probe) == "letter", "the name sharing the index must see the change"
     assert isinstance(run_cell(ip, "s"), pd.Series)
+
+
+def test_frames_sharing_an_index_still_hit(ip: InteractiveShell) -> None:
+    """``data`` built from ``area`` shares its index; adding a column changes neither."""
+    pytest.importorskip("pandas")
+    cells = [
+        "%%funcache\nimport pandas as pd\narea = pd.Series({'a': 1.0, 'b': 2.0})\ndata = pd.DataFrame({'area': area})\n",
+        "%%funcache\ntick()\ndata['double'] = data['area'] * 2\n",
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FuncacheWarning)
+        for cell in cells:
+            run_cell(ip, cell)
+        restart(ip)
+        for cell in cells:
+            run_cell(ip, cell)
+    assert runs() == 1, "the column cell must hit"
+    assert run_cell(ip, "list(data.columns)") == ["area", "double"]
