@@ -143,9 +143,9 @@ def hash_value(obj: object, *, code_hasher: CodeHasher | None = None) -> bytes:
     if enc is not None:
         return hash_bytes(enc(obj))
     if isinstance(obj, (tuple, list)) and (kind is tuple or kind is list):
-        flat = _encode_flat(obj, b"(" if kind is tuple else b"[")
+        flat = _scalar_parts(obj)
         if flat is not None:
-            return hash_bytes(flat)
+            return hash_bytes(_counted(b"(" if kind is tuple else b"[", flat))
     walker = Walker(code_hasher)
     with _reported(obj):
         walker.feed(obj)
@@ -176,19 +176,15 @@ def hash_items(
     >>> whole == hash_value((1, "a")) and hash_bytes(parts[1]) == hash_value("a")
     True
     """
+    flat = _scalar_parts(values)  # the usual call: scalars only, no walker needed
+    if flat is not None:
+        return hash_bytes(_counted(b"(", flat)), flat
     parts: list[bytes] = []
-    for item in values:  # the usual call: scalars only, no walker needed
-        enc = SCALARS.get(type(item))
-        if enc is None:
-            break
-        parts.append(enc(item))
-    else:
-        return hash_bytes(b"(" + pack_len(len(values)) + b"".join(parts)), parts
     walker = Walker(code_hasher)
     out = walker.out
     walked: list[tuple[int, int, int]] = []
     with _reported(values):
-        for index, item in enumerate(values[len(parts) :], len(parts)):
+        for index, item in enumerate(values):
             enc = SCALARS.get(type(item))
             if enc is not None:
                 parts.append(enc(item))
@@ -208,7 +204,7 @@ def hash_items(
         if stand_in is not None:
             digest = stand_in(values[index], digest)
         parts[index] = b"#" + digest
-    return hash_bytes(b"(" + pack_len(len(values)) + b"".join(parts)), parts
+    return hash_bytes(_counted(b"(", parts)), parts
 
 
 @contextlib.contextmanager
@@ -228,18 +224,24 @@ def _reported(obj: object) -> Iterator[None]:
         raise UnhashableError(message, type_name=name) from exc
 
 
-def _encode_flat(values: tuple[Any, ...] | list[Any], tag: bytes) -> bytes | None:
-    """Encode a tuple/list of scalars in one go (the usual argument tuple), else None.
+def _scalar_parts(values: tuple[Any, ...] | list[Any]) -> list[bytes] | None:
+    """Each item's encoding if every item is a scalar (the usual argument tuple), else None.
 
-    Produces exactly the bytes ``Walker.items`` would, without building a walker.
+    With :func:`_counted`, exactly the bytes ``Walker.items`` would produce, without
+    building a walker.
     """
-    parts = [tag + pack_len(len(values))]
+    parts = []
     for item in values:
         enc = SCALARS.get(type(item))
         if enc is None:
             return None
         parts.append(enc(item))
-    return b"".join(parts)
+    return parts
+
+
+def _counted(tag: bytes, parts: list[bytes]) -> bytes:
+    """A sequence's encoding from its items' (as ``Walker.items`` writes it)."""
+    return tag + pack_len(len(parts)) + b"".join(parts)
 
 
 def _clip(text: str, limit: int) -> str:
