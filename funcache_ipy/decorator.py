@@ -236,11 +236,19 @@ class CachedFunction:
         with self._leased(call):
             if call.value is not MISSING:
                 return call.value
-            manifest = self._manifest(call)
-            started = time.perf_counter()
-            with self._tracking(call) as reads:
-                value = self._func(*args, **kwargs)
-            return self._remember(call, manifest, value, started, reads)
+            return self._compute(call, args, kwargs)
+
+    def _compute(self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run the function for ``call``, tracking the files it reads; store the result.
+
+        NB. The manifest is built before the body: nothing after it may fail, or a
+        computed result would be lost.
+        """
+        manifest = self._manifest(call)
+        started = time.perf_counter()
+        with self._tracking(call) as reads:
+            value = self._func(*args, **kwargs)
+        return self._remember(call, manifest, value, started, reads)
 
     def __get__(self, instance: object, owner: type | None = None) -> Any:
         """Bind like a function, so ``@cache`` works on methods."""
@@ -513,14 +521,10 @@ class CachedFunction:
         return open_store(self._directory).clear(self.cache_name)
 
     def refresh(self, *args: Any, **kwargs: Any) -> Any:
-        """Recompute this call and overwrite its entry."""
+        """Recompute this call and overwrite its entry (for ``async`` functions: await it)."""
         call = self._key(args, kwargs)
         call.store = open_store(self._directory)
-        manifest = self._manifest(call)
-        started = time.perf_counter()
-        with self._tracking(call) as reads:
-            value = self._func(*args, **kwargs)
-        return self._remember(call, manifest, value, started, reads)
+        return self._compute(call, args, kwargs)
 
     def explain(self, *args: Any, **kwargs: Any) -> Explanation:
         """Would this call hit? If not, which dependency or argument differs, and how."""
@@ -575,16 +579,11 @@ class AsyncCachedFunction(CachedFunction):
         with self._leased(call):
             if call.value is not MISSING:
                 return call.value
-            manifest = self._manifest(call)
-            started = time.perf_counter()
-            with self._tracking(call) as reads:
-                value = await self._func(*args, **kwargs)
-            return self._remember(call, manifest, value, started, reads)
+            return await self._compute(call, args, kwargs)
 
-    async def refresh(self, *args: Any, **kwargs: Any) -> Any:
-        """Recompute this call and overwrite its entry (await it)."""
-        call = self._key(args, kwargs)
-        call.store = open_store(self._directory)
+    async def _compute(  # the same, awaited
+        self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         manifest = self._manifest(call)
         started = time.perf_counter()
         with self._tracking(call) as reads:
