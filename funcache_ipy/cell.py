@@ -67,7 +67,7 @@ from funcache_ipy.files import FileState
 from funcache_ipy.fingerprint import fingerprint_names, hash_content, remember_stored
 from funcache_ipy.hashing import UnhashableError, is_immutable
 from funcache_ipy.keys import Explanation, cell_key, explain_manifests, files_digest, state_key
-from funcache_ipy.lease import lease
+from funcache_ipy.lease import announce_wait, lease
 from funcache_ipy.origins import find_spec_quietly, is_local_file
 from funcache_ipy.restore import (
     ArrayView,
@@ -222,10 +222,7 @@ class CellCache:
             manifest[_FILES_LABEL] = [" ".join(declared), ", ".join(declared)]
         manifest.update(file_sets.manifest_of(key_files))
 
-        def waiting(holder: int | None) -> None:
-            by = f"process {holder}" if holder else "another process"
-            print(f"funcache: waiting for {by}, which is running cell {name}", file=sys.stderr)
-
+        waiting = announce_wait(f"running cell {name}")
         with lease(store.directory, key, on_wait=waiting) as waited:
             if waited and not refresh:  # its run may be stored by now, under any file set
                 result = self._hit(store, key, cell)
@@ -308,7 +305,9 @@ class CellCache:
         if entry is None:
             stats.last_note = f"not stored: {problem}"
             _warn(f"funcache: cell {name} was not cached: {problem}", namespace)
-        elif not changed or store.set(state_key(stats.last_key), changed, _state_meta(name)):
+        elif not changed or store.set(
+            state_key(stats.last_key), changed, file_sets.record_meta(name, "process state")
+        ):
             meta = EntryMeta(name, time.time(), seconds, 0, manifest)
             if self.file_sets.put(store, key, settled.inputs, entry, meta):
                 remember_stored(entry.values.values())  # they key as the copies a hit restores
@@ -425,11 +424,6 @@ class CellCache:
             "every restart.",
             namespace,
         )
-
-
-def _state_meta(name: str) -> EntryMeta:
-    """A state record lists as a record of cell ``name`` (cleared with it), not an entry."""
-    return EntryMeta(name, time.time(), 0.0, 0, {file_sets.RECORD_LABEL: ["process state", ""]})
 
 
 def _revive(value: object) -> object:

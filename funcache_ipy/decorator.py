@@ -32,7 +32,7 @@ from funcache_ipy.fingerprint import Fingerprint, Tracker, code_hasher, remember
 from funcache_ipy.hashing import UnhashableError, hash_items, hash_value
 from funcache_ipy.hashing_stream import hash_bytes
 from funcache_ipy.keys import Explanation, call_key, explain_manifests, files_digest
-from funcache_ipy.lease import lease
+from funcache_ipy.lease import announce_wait, lease
 from funcache_ipy.stand_ins import stand_in
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store, open_store
 from funcache_ipy.walk import shown_value
@@ -350,10 +350,7 @@ class CachedFunction:
             yield
             return
 
-        def waiting(holder: int | None) -> None:
-            by = f"process {holder}" if holder else "another process"
-            _notice(f"funcache: waiting for {by}, which is computing {self.cache_name}")
-
+        waiting = announce_wait(f"computing {self.cache_name}")
         with lease(call.store.directory, call.key, on_wait=waiting) as waited:
             if waited:
                 self._find(call, call.store)
@@ -589,11 +586,6 @@ class AsyncCachedFunction(CachedFunction):
         with self._tracking(call) as reads:
             value = await self._func(*args, **kwargs)
         return self._remember(call, manifest, value, started, reads)
-
-
-def _notice(message: str) -> None:
-    """A one-line status for the user (not a warning: nothing is wrong), on stderr."""
-    print(message, file=sys.stderr, flush=True)
 
 
 def _resolve(module: str, qualname: str) -> object:

@@ -155,9 +155,10 @@ def added(sets: Sequence[FileSet], new: FileSet) -> list[FileSet]:
     return [new, *(s for s in sets if s.key != new.key)][:_SETS_LIMIT]
 
 
-def record_meta(name: str) -> EntryMeta:
-    """Metadata of a record: its function's name, so clearing the function clears it."""
-    return EntryMeta(name, time.time(), 0.0, 0, {RECORD_LABEL: [f"format {FORMAT}", ""]})
+def record_meta(name: str, describes: str = f"format {FORMAT}") -> EntryMeta:
+    """Metadata of a record beside entries (file sets; a cell's process state): its
+    function's or cell's name, so clearing that clears it, and what it holds."""
+    return EntryMeta(name, time.time(), 0.0, 0, {RECORD_LABEL: [describes, ""]})
 
 
 def is_record(meta: EntryMeta) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LEASE_FOLDER", "WAIT_LIMIT", "lease"]
+__all__ = ["LEASE_FOLDER", "WAIT_LIMIT", "announce_wait", "lease"]
 
 LEASE_FOLDER = "leases"
 WAIT_LIMIT = 30 * 60.0  # seconds a waiter waits before computing anyway
@@ -70,6 +71,20 @@ def lease(
                 _release(folder, name, fd)
     finally:
         os.close(folder)
+
+
+def announce_wait(doing: str) -> Callable[[int | None], None]:
+    """An ``on_wait`` that says on stderr whom the user waits for, and why.
+
+    A notice, not a warning: nothing is wrong. ``doing`` completes "which is ...":
+    ``computing nb.load``, ``running cell features``.
+    """
+
+    def waiting(holder: int | None) -> None:
+        by = f"process {holder}" if holder else "another process"
+        print(f"funcache: waiting for {by}, which is {doing}", file=sys.stderr, flush=True)
+
+    return waiting
 
 
 def _open_folder(directory: Path) -> int | None:
