@@ -62,6 +62,7 @@ from funcache_ipy.capture import (
     show_outputs,
 )
 from funcache_ipy.decorator import is_enabled
+from funcache_ipy.envelope import Discard, out_of_band
 from funcache_ipy.file_sets import FileSetIndex
 from funcache_ipy.files import FileState
 from funcache_ipy.fingerprint import fingerprint_names, hash_content, remember_stored
@@ -672,21 +673,10 @@ def _unpicklable(entry: _Entry) -> str | None:
 
 def _pickles(value: object) -> bool:
     try:
-        pickle.Pickler(_Sink(), protocol=5, buffer_callback=_leave_out_of_band).dump(value)
+        pickle.Pickler(Discard(), protocol=5, buffer_callback=out_of_band).dump(value)
     except Exception:  # NB. pickling runs arbitrary __reduce__ code
         return False
     return True
-
-
-class _Sink:
-    """A file that forgets what is written to it."""
-
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-
-def _leave_out_of_band(buffer: pickle.PickleBuffer) -> bool:
-    return False  # NB. false means out-of-band: the buffer is never copied
 
 
 def _announce(entry: _Entry, analysis: CellAnalysis, quiet: bool) -> None:

@@ -33,6 +33,8 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from funcache_ipy.envelope import Discard, out_of_band
+
 __all__ = ["remember", "stand_in"]
 
 # id(stored value) -> (weak reference to it, its digest when stored, its copy's digest)
@@ -137,7 +139,7 @@ class _Probe(pickle.Pickler):
     """
 
     def __init__(self) -> None:
-        super().__init__(_Sink(), protocol=5, buffer_callback=_out_of_band)
+        super().__init__(Discard(), protocol=5, buffer_callback=out_of_band)
 
     def reducer_override(self, obj: Any) -> Any:
         cls = type(obj)
@@ -162,14 +164,3 @@ def _restores_own_state(value: object) -> bool:
     except _Found as found:
         return found.restores
     return False
-
-
-class _Sink:
-    """A file that forgets what is written to it."""
-
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-
-def _out_of_band(buffer: pickle.PickleBuffer) -> bool:
-    return False  # NB. false means out of band: the buffer is never copied
