@@ -41,6 +41,7 @@ __all__ = [
     "rebuild_views",
     "record_shapes",
     "restore_in_place",
+    "shared_by_others",
     "views_fit",
 ]
 
