@@ -37,7 +37,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
-import functools
 import importlib
 import io
 import os
@@ -59,7 +58,6 @@ from funcache_ipy.capture import (
     OutputCapture,
     load_figure_backend,
     replay_outputs,
-    show_outputs,
 )
 from funcache_ipy.decorator import is_enabled
 from funcache_ipy.envelope import Discard, out_of_band
@@ -301,8 +299,8 @@ class CellCache:
         manifest = {**manifest, **file_sets.manifest_of(settled.inputs)}
         stats.last_key = file_sets.entry_key(key, settled.inputs)
         stats.last_manifest = manifest
-        if figures:  # NB. shown after Out[n], like the inline backend does
-            cell.after_result(functools.partial(show_outputs, figures, cell.publisher))
+        # NB. shown after Out[n], like the inline backend does (the figures are marked so)
+        replay_outputs(figures, cell.publisher, cell.after_result)
         if entry is None:
             stats.last_note = f"not stored: {problem}"
             _warn(f"funcache: cell {name} was not cached: {problem}", namespace)
