@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from funcache_ipy.safedir import SafeDir
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -31,9 +33,6 @@ __all__ = ["LEASE_FOLDER", "WAIT_LIMIT", "announce_wait", "lease"]
 LEASE_FOLDER = "leases"
 WAIT_LIMIT = 30 * 60.0  # seconds a waiter waits before computing anyway
 _POLL_FIRST, _POLL_MAX = 0.02, 0.5  # seconds between attempts, doubling up to the max
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-_FLAGS = os.O_RDWR | os.O_CREAT | _NOFOLLOW
-_DIRECTORY = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
 
 
 @contextlib.contextmanager
@@ -57,20 +56,20 @@ def lease(
         True when another process held the lease first: its value may be stored by
         now, so look it up again before computing.
     """
-    name = f"{key}.lock"
-    folder = _open_folder(directory)
-    if folder is None:
+    name = f"{LEASE_FOLDER}/{key}.lock"
+    root = _open_root(directory)
+    if root is None:
         yield False
         return
     try:
-        fd, waited = _acquire(folder, name, timeout, on_wait)
+        fd, waited = _acquire(root, name, timeout, on_wait)
         try:
             yield waited
         finally:
             if fd is not None:
-                _release(folder, name, fd)
+                _release(root, name, fd)
     finally:
-        os.close(folder)
+        root.close()
 
 
 def announce_wait(doing: str) -> Callable[[int | None], None]:
@@ -87,30 +86,19 @@ def announce_wait(doing: str) -> Callable[[int | None], None]:
     return waiting
 
 
-def _open_folder(directory: Path) -> int | None:
-    """A descriptor of ``directory/leases``, reached without following symbolic links.
-
-    NB. Like every file the cache touches, lease files stay inside the real cache
-    directory whatever its tree says (a planted ``leases -> ~/project`` is refused).
-    """
+def _open_root(directory: Path) -> SafeDir | None:
+    """The cache directory, for lease files that stay inside it (as every file the cache
+    touches: a planted ``leases -> ~/project`` is refused); None: go on without a lease."""
     if fcntl is None:
         return None
     try:
-        parent = os.open(directory, _DIRECTORY)
+        return SafeDir(directory, create=False)
     except OSError:
         return None
-    try:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(LEASE_FOLDER, 0o700, dir_fd=parent)
-        return os.open(LEASE_FOLDER, _DIRECTORY, dir_fd=parent)
-    except OSError:  # a read-only or unusable cache: go on without a lease
-        return None
-    finally:
-        os.close(parent)
 
 
 def _acquire(
-    folder: int, name: str, timeout: float, on_wait: Callable[[int | None], None] | None
+    root: SafeDir, name: str, timeout: float, on_wait: Callable[[int | None], None] | None
 ) -> tuple[int | None, bool]:
     """The locked file's descriptor (None: no lease), and whether another holder was met."""
     deadline = time.monotonic() + timeout
@@ -118,8 +106,8 @@ def _acquire(
     waited = False
     while True:
         try:
-            fd = os.open(name, _FLAGS, 0o600, dir_fd=folder)
-        except OSError:
+            fd = root.open_lock(name)
+        except OSError:  # a read-only or unusable cache: go on without a lease
             return None, waited
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -138,17 +126,19 @@ def _acquire(
             return None, waited
         # NB. The previous holder unlinks the file as it lets go: a lock taken on the
         # unlinked file guards nothing, so start over on the file now at that name.
-        if _is_current(folder, name, fd):
+        if _is_current(root, name, fd):
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
             return fd, waited
         os.close(fd)
 
 
-def _is_current(folder: int, name: str, fd: int) -> bool:
+def _is_current(root: SafeDir, name: str, fd: int) -> bool:
     try:
-        linked = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        linked = root.lstat(name)
     except OSError:
+        return False
+    if linked is None:
         return False
     opened = os.fstat(fd)
     return (linked.st_dev, linked.st_ino) == (opened.st_dev, opened.st_ino)
@@ -162,9 +152,9 @@ def _holder(fd: int) -> int | None:
         return None
 
 
-def _release(folder: int, name: str, fd: int) -> None:
+def _release(root: SafeDir, name: str, fd: int) -> None:
     """Remove the file while still holding it (so no one locks a stale file), then unlock."""
     with contextlib.suppress(OSError):
-        if _is_current(folder, name, fd):
-            os.unlink(name, dir_fd=folder)
+        if _is_current(root, name, fd):
+            root.remove_file(name)
     os.close(fd)

@@ -30,6 +30,7 @@ _DIRECTORY_FLAGS: Final = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLO
 # NB. O_NONBLOCK: opening a planted FIFO must not hang the kernel (the caller checks S_ISREG).
 _READ_FLAGS: Final = os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC
 _CREATE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+_LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC
 _TOUCH_FLAGS: Final = os.O_WRONLY | os.O_CREAT | _NOFOLLOW | _NONBLOCK | _CLOEXEC
 # Another process prunes a directory as soon as its last file goes (diskcache does, and so
 # do we), possibly between our mkdir and our create; each retry walks the path afresh.
@@ -124,13 +125,26 @@ class SafeDir:
             UnsafePath: a component is a symbolic link.
             OSError: the file or a directory cannot be created (full disk, permissions).
         """
+        return self._create(relative, _CREATE_FLAGS)
+
+    def open_lock(self, relative: str) -> int:
+        """A read-write descriptor of ``relative`` (0o600), created with its directories if
+        missing: a lock file, which other processes open too.
+
+        Raises:
+            UnsafePath: a component is a symbolic link.
+            OSError: the file or a directory cannot be created (read-only, permissions).
+        """
+        return self._create(relative, _LOCK_FLAGS)
+
+    def _create(self, relative: str, flags: int) -> int:
         *directories, name = _components(relative)
         attempts = 0
         while True:
             try:
                 parent = self._open_directory(directories, create=True)
                 try:
-                    return _open_at(parent, name, _CREATE_FLAGS, self.path / relative, 0o600)
+                    return _open_at(parent, name, flags, self.path / relative, 0o600)
                 finally:
                     os.close(parent)
             except FileNotFoundError:  # a directory on the way was pruned meanwhile
