@@ -65,7 +65,7 @@ from funcache_ipy.file_sets import FileSetIndex
 from funcache_ipy.files import FileState
 from funcache_ipy.fingerprint import fingerprint_names, hash_content, remember_stored
 from funcache_ipy.hashing import UnhashableError, is_immutable
-from funcache_ipy.keys import Explanation, cell_key, explain_manifests, files_digest, state_key
+from funcache_ipy.keys import Explanation, cell_key, explain_manifests, state_key
 from funcache_ipy.lease import announce_wait, lease
 from funcache_ipy.origins import find_spec_quietly, is_local_file
 from funcache_ipy.restore import (
@@ -203,8 +203,7 @@ class CellCache:
                 namespace,
             )
             return _execute(analysis, namespace, compiler)
-        known = files_digest((s.path, s.digest) for s in key_files) if key_files else None
-        key = cell_key(analysis.normalized, inputs.digest, known)
+        key = cell_key(analysis.normalized, inputs.digest, file_sets.known_digest(key_files))
         try:
             store = self.store()
         except OSError as exc:

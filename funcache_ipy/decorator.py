@@ -31,7 +31,7 @@ from funcache_ipy.files import FileReads, FileState
 from funcache_ipy.fingerprint import Fingerprint, Tracker, code_hasher, remember_stored
 from funcache_ipy.hashing import UnhashableError, hash_items, hash_value
 from funcache_ipy.hashing_stream import hash_bytes
-from funcache_ipy.keys import Explanation, call_key, explain_manifests, files_digest
+from funcache_ipy.keys import Explanation, call_key, explain_manifests
 from funcache_ipy.lease import announce_wait, lease
 from funcache_ipy.stand_ins import stand_in
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store, open_store
@@ -416,7 +416,7 @@ class CachedFunction:
         except UnhashableError as exc:
             raise self._unhashable_argument(names, args, exc) from None
         key_files = self._key_files(args)
-        known = files_digest((s.path, s.digest) for s in key_files) if key_files else None
+        known = file_sets.known_digest(key_files)
         key = call_key(fingerprint.digest, digest, self._version, known)
         return _Call(key, fingerprint, names, args, parts, key_files)
 

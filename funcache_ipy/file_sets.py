@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from funcache_ipy import files
 from funcache_ipy.files import FileState, display_path, file_label, is_file_label, shown_size
-from funcache_ipy.keys import file_set_key, file_sets_key
+from funcache_ipy.keys import file_set_key, file_sets_key, files_digest
 from funcache_ipy.store import MISSING, EntryMeta, Store
 
 FORMAT = 1
@@ -153,6 +153,12 @@ def encode(sets: Sequence[FileSet]) -> dict[str, object]:
 def added(sets: Sequence[FileSet], new: FileSet) -> list[FileSet]:
     """``sets`` with ``new`` in front (replacing a set with its key), at most the limit."""
     return [new, *(s for s in sets if s.key != new.key)][:_SETS_LIMIT]
+
+
+def known_digest(states: Sequence[FileState]) -> bytes | None:
+    """Digest of the files hashed into a key before the run (``files=``, ``--files``,
+    ``Path`` arguments); None when there are none, so such keys are left as they were."""
+    return files_digest((s.path, s.digest) for s in states) if states else None
 
 
 def record_meta(name: str, describes: str = f"format {FORMAT}") -> EntryMeta:
