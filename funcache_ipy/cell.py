@@ -318,11 +318,7 @@ class CellCache:
             return None if stats is None else Explanation(name, hit=True)
         if stats.last_note is not None:
             return Explanation(name, hit=False, reasons=(stats.last_note,))
-        others = [
-            meta.manifest
-            for key, meta in self.store().entries(name)
-            if key != stats.last_key and not file_sets.is_record(meta)
-        ]
+        others = file_sets.other_results(self.store(), name, stats.last_key or "")
         if not others and name.startswith("cell:"):
             reason = (
                 "no earlier run of this code is stored (a cell's default name follows its "

@@ -549,11 +549,7 @@ class CachedFunction:
         return self._explain_miss(open_store(self._directory), key, manifest)
 
     def _explain_miss(self, store: Store, key: str, manifest: dict[str, list[str]]) -> Explanation:
-        others = [
-            meta.manifest
-            for other, meta in store.entries(self.cache_name)
-            if other != key and not file_sets.is_record(meta)
-        ]
+        others = file_sets.other_results(store, self.cache_name, key)
         return Explanation(
             self.cache_name, hit=False, reasons=tuple(explain_manifests(manifest, others))
         )

@@ -167,6 +167,14 @@ def record_meta(name: str, describes: str = f"format {FORMAT}") -> EntryMeta:
     return EntryMeta(name, time.time(), 0.0, 0, {RECORD_LABEL: [describes, ""]})
 
 
+def other_results(store: Store, name: str, key: str) -> list[dict[str, list[str]]]:
+    """Manifests of ``name``'s stored results but ``key``'s (records left out): what a
+    miss of ``key`` is explained against."""
+    return [
+        meta.manifest for other, meta in store.entries(name) if other != key and not is_record(meta)
+    ]
+
+
 def is_record(meta: EntryMeta) -> bool:
     """Whether a listed entry is a file-set record rather than a result."""
     return RECORD_LABEL in meta.manifest
