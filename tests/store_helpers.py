@@ -7,6 +7,8 @@ SQLite connections left to the garbage collector.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,20 @@ def close_reopened() -> Iterator[None]:
     yield
     while _reopened:
         _reopened.pop().close()
+
+
+@contextlib.contextmanager
+def database(directory: Path) -> Iterator[sqlite3.Connection]:
+    """A raw connection to the store's SQLite file, as an attacker would use it."""
+    with contextlib.closing(sqlite3.connect(directory / "cache.db")) as connection, connection:
+        yield connection
+
+
+def value_file(directory: Path, key: str) -> Path:
+    """The file holding ``key``'s value, as the database names it."""
+    with database(directory) as db:
+        (filename,) = db.execute("SELECT filename FROM Cache WHERE key = ?", (key,)).fetchone()
+    return directory / filename
 
 
 def meta(name: str = "nb.f") -> EntryMeta:

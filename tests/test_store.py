@@ -12,7 +12,6 @@ import contextlib
 import os
 import pickle
 import re
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import pytest
 
 from funcache_ipy.envelope import CorruptEnvelope, Sealer, load_secret, secret_path
 from funcache_ipy.store import MISSING, FuncacheWarning, Store, open_store
-from tests.store_helpers import meta, reopen
+from tests.store_helpers import database, meta, reopen, value_file
 
 KEY = "0123456789abcdef0123456789abcdef"
 SMALL_ARRAY = np.arange(100, dtype=np.float64)  # envelope kept in SQLite
@@ -44,19 +43,6 @@ def same(a: object, b: object) -> bool:
     if isinstance(a, pd.DataFrame):
         return isinstance(b, pd.DataFrame) and a.equals(b) and list(a.dtypes) == list(b.dtypes)
     return type(a) is type(b) and a == b
-
-
-@contextlib.contextmanager
-def database(directory: Path) -> Iterator[sqlite3.Connection]:
-    """A raw connection to the store's SQLite file, as an attacker would use it."""
-    with contextlib.closing(sqlite3.connect(directory / "cache.db")) as connection, connection:
-        yield connection
-
-
-def value_file(directory: Path, key: str) -> Path:
-    with database(directory) as db:
-        (filename,) = db.execute("SELECT filename FROM Cache WHERE key = ?", (key,)).fetchone()
-    return directory / filename
 
 
 @contextlib.contextmanager

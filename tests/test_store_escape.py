@@ -8,37 +8,22 @@ overwritten or removed, and that a directory others may write is reported.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import sqlite3
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from funcache_ipy.store import MISSING, FuncacheWarning, open_store
-from tests.store_helpers import meta, reopen
+from tests.store_helpers import database, meta, reopen, value_file
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="symlink attacks on POSIX")
 
 KEY = "0123456789abcdef0123456789abcdef"
 FILE_ARRAY = np.arange(20_000, dtype=np.float64)  # 160 kB: stored in a value file
 HEX28 = "0123456789abcdef0123456789ab"
-
-
-@contextlib.contextmanager
-def database(directory: Path) -> Iterator[sqlite3.Connection]:
-    with contextlib.closing(sqlite3.connect(directory / "cache.db")) as connection, connection:
-        yield connection
-
-
-def value_file(directory: Path, key: str) -> str:
-    with database(directory) as db:
-        (filename,) = db.execute("SELECT filename FROM Cache WHERE key = ?", (key,)).fetchone()
-    return str(filename)
 
 
 def files_under(directory: Path) -> dict[Path, bytes]:
@@ -58,7 +43,7 @@ def test_value_directory_swapped_for_a_symlink_is_not_read_through(
 ) -> None:
     """Even a genuine envelope is refused when a directory on its way is a link."""
     open_store().set(KEY, FILE_ARRAY, meta())
-    first = value_file(isolated_cache, KEY).split("/")[0]
+    first = value_file(isolated_cache, KEY).relative_to(isolated_cache).parts[0]
     shutil.move(isolated_cache / first, outside / first)
     (isolated_cache / first).symlink_to(outside / first)
     before = files_under(outside)
