@@ -573,3 +573,32 @@ def test_envelope_written_by_format_1_still_loads() -> None:
     assert np.array_equal(value["stamps"], np.arange(3).astype("M8[s]"))
     with pytest.raises(CorruptEnvelope, match="authentication failed"):
         Sealer(GOLDEN_SECRET).unseal(data, "another-key")
+
+
+def test_entry_stored_under_key_schema_1_is_recomputed_not_served(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema 2 changed what entries hold and how keys are made (keys.SCHEMA_VERSION).
+
+    ``data/schema1_cache`` was written by the last schema-1 commit (308f053) calling
+    ``schema1_fixture_module.double(21)`` under ``GOLDEN_SECRET``: the same call now
+    finds nothing to serve, runs, and stores beside the old entry.
+    """
+    import shutil
+
+    data = Path(__file__).parent / "data"
+    shutil.copytree(data / "schema1_cache", isolated_cache)
+    key_path = secret_path()
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    key_path.write_bytes(GOLDEN_SECRET)
+    key_path.chmod(0o600)
+    monkeypatch.syspath_prepend(str(data))
+    monkeypatch.delitem(sys.modules, "schema1_fixture_module", raising=False)
+    from schema1_fixture_module import double  # type: ignore[import-not-found]
+
+    assert len(open_store().entries("schema1_fixture_module.double")) == 1, "the old entry"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FuncacheWarning)  # not served, and not corrupt either
+        assert double(21) == 42
+    hits, misses, entries, _ = double.cache_info()
+    assert (hits, misses, entries) == (0, 1, 2), "a schema-1 entry must not be served"
