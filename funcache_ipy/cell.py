@@ -40,6 +40,7 @@ import dataclasses
 import importlib
 import io
 import os
+import pathlib
 import pickle
 import re
 import sys
@@ -62,7 +63,7 @@ from funcache_ipy.capture import (
 from funcache_ipy.decorator import is_enabled
 from funcache_ipy.envelope import Discard, out_of_band
 from funcache_ipy.file_sets import FileSetIndex
-from funcache_ipy.files import FileState
+from funcache_ipy.files import FileState, display_path
 from funcache_ipy.fingerprint import fingerprint_names, hash_content, remember_stored
 from funcache_ipy.hashing import UnhashableError, is_immutable
 from funcache_ipy.keys import Explanation, cell_key, explain_manifests, state_key
@@ -193,13 +194,13 @@ class CellCache:
             stats.last_key, stats.last_note = None, f"an input cannot be hashed: {exc}"
             _warn(f"funcache: cell {name} ran uncached: {_unhashable(exc, namespace)}", namespace)
             return _execute(analysis, namespace, compiler)
-        key_files, unreadable = files.declared_states(declared) if declared else ([], [])
+        key_files, unreadable = _key_files(declared, inputs.paths)
         if unreadable:
             stats.misses += 1
-            stats.last_key, stats.last_note = None, f"cannot read {unreadable[0]} (--files)"
+            stats.last_key, stats.last_note = None, f"cannot read {unreadable[0]}"
             _warn(
                 f"funcache: cell {name} ran uncached: cannot read {unreadable[0]}, a file "
-                "matching --files; make it readable or leave it out of --files",
+                "it depends on (--files, or a Path it reads); make it readable",
                 namespace,
             )
             return _execute(analysis, namespace, compiler)
@@ -239,13 +240,16 @@ class CellCache:
             entry = self._restore(store, entry_key, cell)
             return MISSING if entry is None else entry
 
-        hit_key, entry = self.file_sets.find(store, key, restore)
-        if not isinstance(entry, _Entry):
-            return MISSING
+        found = self.file_sets.find(store, key, restore)
+        entry = found.value
         stats = self.stats[cell.name]
+        if not isinstance(entry, _Entry):
+            if found.rejected is not None:
+                stats.last_note = found.rejected
+            return MISSING
         stats.hits += 1
-        stats.last_key, stats.last_manifest, stats.last_note = hit_key, None, None
-        _announce(entry, cell.analysis, cell.quiet)
+        stats.last_key, stats.last_manifest, stats.last_note = found.key, None, None
+        _announce(entry, cell.analysis, cell.quiet, found.restored)
         replay_outputs(entry.outputs, cell.publisher, cell.after_result)
         load_figure_backend(entry.outputs, [*entry.values.values(), entry.result])
         return entry.result
@@ -280,7 +284,7 @@ class CellCache:
         seconds = time.perf_counter() - started
         state_after = state.snapshot()
         changed = state.changes(state_before, state_after)
-        settled = reads.settle()
+        settled = reads.settle(store.output_limit)
         entry, problem = _collect(
             analysis,
             namespace,
@@ -296,7 +300,7 @@ class CellCache:
         if problem is None and settled.unstable:
             entry, problem = None, file_sets.changed_while_running(settled.unstable)
         manifest = {**manifest, **file_sets.manifest_of(settled.inputs)}
-        stats.last_key = file_sets.entry_key(key, settled.inputs)
+        stats.last_key = file_sets.entry_key(key, settled.inputs, bool(settled.outputs))
         stats.last_manifest = manifest
         # NB. shown after Out[n], like the inline backend does (the figures are marked so)
         replay_outputs(figures, cell.publisher, cell.after_result)
@@ -307,7 +311,7 @@ class CellCache:
             state_key(stats.last_key), changed, file_sets.record_meta(name, "process state")
         ):
             meta = EntryMeta(name, time.time(), seconds, 0, manifest)
-            if self.file_sets.put(store, key, settled.inputs, entry, meta):
+            if self.file_sets.put(store, key, settled.inputs, entry, meta, settled.outputs):
                 remember_stored(entry.values.values())  # they key as the copies a hit restores
         return result
 
@@ -478,6 +482,18 @@ def _unhashable(exc: UnhashableError, namespace: Mapping[str, Any]) -> str:
         f"input `{name}` ({described}) cannot be hashed; to cache this cell, create "
         f"`{name}` in it, or compute what it needs from `{name}` in an earlier cell"
     )
+
+
+def _key_files(declared: Sequence[str], paths: Sequence[str]) -> tuple[list[FileState], list[str]]:
+    """Files counted before the run: ``--files`` matches and the ``Path`` values the cell
+    (or code it calls) reads by name; and those that could not be read."""
+    states, failed = files.states_of(files.named_files(map(pathlib.Path, paths)))
+    if declared:
+        matched, failed_matches = files.declared_states(declared)
+        known = {state.path for state in states}
+        states += [state for state in matched if state.path not in known]
+        failed += failed_matches
+    return states, failed
 
 
 def _whole_code(analysis: CellAnalysis, compiler: Compile) -> types.CodeType:
@@ -672,8 +688,8 @@ def _pickles(value: object) -> bool:
     return True
 
 
-def _announce(entry: _Entry, analysis: CellAnalysis, quiet: bool) -> None:
-    """The one line a hit prints, unless quiet."""
+def _announce(entry: _Entry, analysis: CellAnalysis, quiet: bool, restored: Sequence[str]) -> None:
+    """The one line a hit prints, unless quiet: what it restored, files written back too."""
     if quiet:
         return
     names = [n for n in analysis.bound if n in analysis.replayed or n in entry.values]
@@ -682,7 +698,13 @@ def _announce(entry: _Entry, analysis: CellAnalysis, quiet: bool) -> None:
     if len(names) > _NOTICE_NAMES:
         shown += f" (+{len(names) - _NOTICE_NAMES} more)"
     what = shown if names else "the cell's output"
-    print(f"funcache: restored {what} from cache (original run {_format_seconds(entry.seconds)})")
+    wrote = ""
+    if restored:
+        wrote = "; wrote back " + ", ".join(display_path(path) for path in restored[:_NOTICE_NAMES])
+        if len(restored) > _NOTICE_NAMES:
+            wrote += f" (+{len(restored) - _NOTICE_NAMES} more)"
+    seconds = _format_seconds(entry.seconds)
+    print(f"funcache: restored {what} from cache (original run {seconds}){wrote}")
 
 
 def _format_seconds(seconds: float) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import os
 import pathlib
 import sys
 import time
@@ -335,9 +334,10 @@ class CachedFunction:
 
     def _find(self, call: _Call, store: Store) -> None:
         """Set ``call.value`` to the stored value (plain, or by its files' contents)."""
-        hit_key, call.value = self._file_sets.find(store, call.key, store.get)
+        found = self._file_sets.find(store, call.key, store.get)
+        call.value = found.value
         if call.value is not MISSING:
-            self._last = (hit_key, None)
+            self._last = (found.key, None)
 
     @contextlib.contextmanager
     def _leased(self, call: _Call) -> Iterator[None]:
@@ -378,10 +378,11 @@ class CachedFunction:
         and listed in the call key's record of file sets.
         """
         seconds = time.perf_counter() - started
-        settled = reads.settle()
-        inputs = settled.inputs
+        store = call.store
+        settled = reads.settle(store.output_limit if store is not None else 0)
+        inputs, outputs = settled.inputs, settled.outputs
         manifest = {**manifest, **file_sets.manifest_of(inputs)}
-        self._last = (file_sets.entry_key(call.key, inputs), manifest)
+        self._last = (file_sets.entry_key(call.key, inputs, bool(outputs)), manifest)
         if settled.unstable:
             warnings.warn(
                 f"{self.cache_name}: {file_sets.changed_while_running(settled.unstable)}; "
@@ -390,9 +391,9 @@ class CachedFunction:
                 stacklevel=3,
             )
             return value
-        if call.store is not None:
+        if store is not None:
             meta = EntryMeta(self.cache_name, time.time(), seconds, 0, manifest)
-            if self._file_sets.put(call.store, call.key, inputs, value, meta):
+            if self._file_sets.put(store, call.key, inputs, value, meta, outputs):
                 remember_stored([value])  # so it keys as the copy a hit returns
         return value
 
@@ -415,22 +416,21 @@ class CachedFunction:
             digest, parts = hash_items(args, code_hasher=code_hasher, stand_in=stand_in)
         except UnhashableError as exc:
             raise self._unhashable_argument(names, args, exc) from None
-        key_files = self._key_files(args)
+        key_files = self._key_files(args, fingerprint)
         known = file_sets.known_digest(key_files)
         key = call_key(fingerprint.digest, digest, self._version, known)
         return _Call(key, fingerprint, names, args, parts, key_files)
 
-    def _key_files(self, args: tuple[Any, ...]) -> list[FileState]:
-        """Files counted before the run: ``files=`` matches and ``Path`` arguments.
+    def _key_files(self, args: tuple[Any, ...], fingerprint: Fingerprint) -> list[FileState]:
+        """Files counted before the run: ``files=`` matches, ``Path`` arguments and ``Path``
+        globals the code reaches.
 
         Raises:
             OSError: such a file exists but cannot be read; the message names it.
         """
-        paths = [
-            os.path.abspath(arg)
-            for arg in args
-            if isinstance(arg, pathlib.PurePath) and os.path.isfile(arg)
-        ]
+        paths = list(
+            dict.fromkeys(files.named_files([*args, *map(pathlib.Path, fingerprint.paths)]))
+        )
         if not paths and not self._files:
             return []
         states, failed = files.states_of(paths)
@@ -530,9 +530,8 @@ class CachedFunction:
         if store.meta(call.key) is not None:
             return Explanation(self.cache_name, hit=True)
         sets = self._file_sets.stored(store, call.key)
-        for candidate in sets:
-            if files.unchanged(candidate.states) and store.meta(candidate.key) is not None:
-                return Explanation(self.cache_name, hit=True)
+        if any(file_sets.would_hold(store, candidate) for candidate in sets):
+            return Explanation(self.cache_name, hit=True)
         manifest = self._manifest(call)
         if sets:  # the files the latest run read, as they are now
             states, _ = files.states_of(state.path for state in sets[0].states)

@@ -18,6 +18,12 @@ timestamp tick (ext4 ticks every few milliseconds, FAT every 2 s). A file whose 
 ctime was less than :data:`_RACY_NS` old when it was hashed is *racy* (git's term): its
 stat is never trusted, its content is re-hashed at each validation instead.
 
+Files the run creates or replaces (opened with truncation, created, renamed onto) are its
+*outputs*: :meth:`FileReads.settle` keeps their content (up to a size), so that a hit can
+put back an output that is missing or differs (:func:`write_back`). A file the run only
+appends to or changes in place is neither input nor output: its content before the run
+is not the run's to restore (a log would lose the lines written since).
+
 Files are hashed by reading them into a reusable buffer rather than through ``mmap``:
 a mapped file truncated by another process while it is being hashed kills the process
 with SIGBUS, and a crashed kernel is worse than a slower hash.
@@ -29,9 +35,12 @@ import contextlib
 import contextvars
 import functools
 import glob
+import io
 import os
+import pathlib
 import stat
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -68,17 +77,28 @@ class FileState(NamedTuple):
     racy: bool
 
 
+class Output(NamedTuple):
+    """A file a run created or replaced, as the run left it.
+
+    ``data`` is its content, or None when it was larger than the limit to keep: a hit
+    can then only check that the file is still as the run left it.
+    """
+
+    state: FileState
+    data: bytes | None
+
+
 class Settled(NamedTuple):
     """What a tracked run read and wrote, checked once it finished.
 
     ``inputs``: files read and not written, as they are now (the run saw this content).
-    ``written``: files the run created, changed or removed (outputs, not inputs).
-    ``unstable``: files read that changed while the run was going, or could not be hashed:
-    the result may mix old and new content and must not be stored.
+    ``outputs``: files the run created or replaced and left in place, in path order.
+    ``unstable``: files read that changed while the run was going, or that could not be
+    hashed: the result may mix old and new content and must not be stored.
     """
 
     inputs: tuple[FileState, ...]
-    written: tuple[str, ...]
+    outputs: tuple[Output, ...]
     unstable: tuple[str, ...]
 
 
@@ -96,6 +116,7 @@ class FileReads:
         self._excluded = excluded
         self._opened: dict[str, _Identity | None] = {}  # None: not a regular file
         self._written: set[str] = set()
+        self._replaced: set[str] = set()  # written from scratch: outputs
         self._keyed: dict[str, FileState] = {}
 
     def expect(self, states: Iterable[FileState]) -> None:
@@ -108,9 +129,20 @@ class FileReads:
         for path in paths:
             self._read(path)
 
-    def settle(self) -> Settled:
-        """Hash what was read, now that the run is over. Never raises."""
-        inputs, unstable = [], []
+    def note_replaced(self, paths: Iterable[str]) -> None:
+        """Count files as created by the run (a nested cached call put them back)."""
+        paths = set(paths)
+        self._written.update(paths)
+        self._replaced.update(paths)
+
+    def settle(self, keep_limit: int) -> Settled:
+        """Hash what was read and written, now that the run is over. Never raises.
+
+        Args:
+            keep_limit: outputs up to this many bytes are kept (read into memory).
+        """
+        inputs: list[FileState] = []
+        unstable: list[str] = []
         for path, before in self._opened.items():
             if before is None or path in self._written or path in self._keyed:
                 continue
@@ -122,7 +154,19 @@ class FileReads:
         for path, state in self._keyed.items():
             if path not in self._written and not unchanged([state]):
                 unstable.append(path)
-        return Settled(tuple(inputs), tuple(sorted(self._written)), tuple(unstable))
+        outputs = []
+        for path in sorted(self._replaced):
+            if self._is_excluded(path) or _is_hidden(path):
+                continue
+            identity = _identity(path)
+            if identity is None or identity == _NO_FILE:  # removed again: a temporary file
+                continue
+            output = _output(path, identity, keep_limit)
+            if output is None:
+                unstable.append(path)
+            else:
+                outputs.append(output)
+        return Settled(tuple(inputs), tuple(outputs), tuple(unstable))
 
     def _event(self, event: str, args: tuple[Any, ...]) -> None:
         if event == "open":
@@ -130,10 +174,10 @@ class FileReads:
             if flags & os.O_ACCMODE != os.O_WRONLY and not flags & (os.O_TRUNC | os.O_APPEND):
                 self._read(path)
             if flags & _WRITE_FLAGS:
-                self._write(path)
+                self._write(path, _replaces(path, flags))
         else:
             for index in _CHANGE_EVENTS[event]:
-                self._write(args[index])
+                self._write(args[index], event == "os.rename" and index == 1)
 
     def _read(self, raw: object) -> None:
         path = _absolute(raw)
@@ -142,10 +186,12 @@ class FileReads:
         identity = _identity(path)
         self._opened[path] = identity
 
-    def _write(self, raw: object) -> None:
+    def _write(self, raw: object, replaces: object) -> None:
         path = _absolute(raw)
         if path is not None:
             self._written.add(path)
+            if replaces:
+                self._replaced.add(path)
 
     def _merge_into(self, parent: FileReads) -> None:
         for path, identity in self._opened.items():
@@ -154,6 +200,7 @@ class FileReads:
             if path not in parent._opened:
                 parent._opened[path] = _identity_of(state)
         parent._written |= self._written
+        parent._replaced |= self._replaced
 
     def _is_excluded(self, path: str) -> bool:
         """The interpreter's own files, the cache and the secret key are not inputs."""
@@ -223,6 +270,13 @@ def note_read(paths: Iterable[str]) -> None:
         reads.note(paths)
 
 
+def note_replaced(paths: Iterable[str]) -> None:
+    """Tell an enclosing :func:`track` (if any) that these files were created."""
+    reads = _active.get()
+    if reads is not None:
+        reads.note_replaced(paths)
+
+
 @contextlib.contextmanager
 def _untracked() -> Iterator[None]:
     """funcache_ipy's own reads (hashing) are not the user's."""
@@ -266,14 +320,32 @@ def _state_if_stable(path: str, before: _Identity) -> FileState | None:
     """The file's state if it still has identity ``before``, through hashing; else None."""
     if before == _NO_FILE:
         return FileState(path, -1, 0, 0, 0, ABSENT, False) if _identity(path) == before else None
-    size, mtime_ns, ino, ctime_ns = before
-    cached = _digests.get((path, size, mtime_ns, ino, ctime_ns))
+    cached = _digests.get((path, *before))
     if cached is not None:
-        return FileState(path, size, mtime_ns, ino, ctime_ns, cached, False)
+        return FileState(path, *before, cached, False)
     started = time.time_ns()
     digest = _hash_file(path, before)
     if digest is None or _identity(path) != before:
         return None
+    return _recorded(path, before, digest, started)
+
+
+def _output(path: str, identity: _Identity, keep_limit: int) -> Output | None:
+    """A file the run wrote, with its content if it is small enough to keep; None if it
+    changes while being read."""
+    if identity[0] > keep_limit:
+        state = _state_if_stable(path, identity)
+        return None if state is None else Output(state, None)
+    started = time.time_ns()
+    data = _read_file(path, identity)
+    if data is None or _identity(path) != identity:
+        return None
+    return Output(_recorded(path, identity, xxhash.xxh3_128_hexdigest(data), started), data)
+
+
+def _recorded(path: str, identity: _Identity, digest: str, started: int) -> FileState:
+    """The state of a file hashed from ``started`` on, remembered if its stat can be trusted."""
+    size, mtime_ns, ino, ctime_ns = identity
     racy = max(mtime_ns, ctime_ns) > started - _RACY_NS
     if not racy:
         if len(_digests) >= _DIGEST_CACHE_LIMIT:
@@ -288,29 +360,87 @@ _digests: dict[tuple[str, int, int, int, int], str] = {}
 
 def _hash_file(path: str, expected: _Identity) -> str | None:
     """xxh3-128 of a regular file's bytes, or None if it is not the file ``expected``."""
+    with _opened(path, expected) as file:
+        if file is None:
+            return None
+        h = xxhash.xxh3_128()
+        buffer = bytearray(min(_CHUNK, max(expected[0], 1)))
+        view = memoryview(buffer)
+        try:
+            if hasattr(os, "posix_fadvise"):  # a hint: read ahead further
+                os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            while count := file.readinto(buffer):
+                h.update(view[:count])
+        except OSError:
+            return None
+    return h.hexdigest()
+
+
+def _read_file(path: str, expected: _Identity) -> bytes | None:
+    """A regular file's bytes, or None if it is not the file ``expected``."""
+    with _opened(path, expected) as file:
+        if file is None:
+            return None
+        try:
+            return file.read()
+        except OSError:
+            return None
+
+
+@contextlib.contextmanager
+def _opened(path: str, expected: _Identity) -> Iterator[io.FileIO | None]:
+    """``path`` open for reading (untracked) if it is still the regular file ``expected``."""
     with _untracked():
         try:
             descriptor = os.open(path, _HASH_FLAGS)
         except OSError:
-            return None
+            yield None
+            return
         with open(descriptor, "rb", buffering=0) as file:
             try:
                 info = os.fstat(descriptor)
             except OSError:
-                return None
-            if not stat.S_ISREG(info.st_mode) or _identity_from(info) != expected:
-                return None
-            h = xxhash.xxh3_128()
-            buffer = bytearray(min(_CHUNK, max(info.st_size, 1)))
-            view = memoryview(buffer)
-            try:
-                if hasattr(os, "posix_fadvise"):  # a hint: read ahead further
-                    os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-                while count := file.readinto(buffer):
-                    h.update(view[:count])
-            except OSError:
-                return None
-    return h.hexdigest()
+                yield None
+                return
+            same = stat.S_ISREG(info.st_mode) and _identity_from(info) == expected
+            yield file if same else None
+
+
+def write_back(path: str, data: bytes | memoryview) -> None:
+    """Put ``data`` in ``path`` as a run writing it would: whole or not at all.
+
+    Written to a temporary file beside it, then renamed over it, so a reader (or a kill)
+    never sees half a file. A symbolic link is written through, as ``open`` would; an
+    existing file keeps its permissions, a new one gets the umask's.
+
+    Raises:
+        OSError: the file or its directory cannot be written.
+    """
+    path = os.path.realpath(path)
+    directory, name = os.path.split(path)
+    with _untracked():
+        os.makedirs(directory, exist_ok=True)
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+        try:
+            with open(descriptor, "wb") as file:
+                os.fchmod(file.fileno(), mode)
+                file.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+
+def _umask() -> int:
+    # NB. The only way to read the umask is to set it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _identity(path: str) -> _Identity | None:
@@ -330,6 +460,30 @@ def _identity_from(info: os.stat_result) -> _Identity:
 
 def _identity_of(state: FileState) -> _Identity:
     return (state.size, state.mtime_ns, state.ino, state.ctime_ns)
+
+
+def _replaces(path: str, flags: int) -> bool:
+    """Whether opening ``path`` with ``flags`` starts its content afresh: truncating it,
+    or creating it other than for appending (a log created by one run is appended to by
+    the next: putting back the first run's copy would lose the lines written since)."""
+    if flags & os.O_TRUNC:
+        return True
+    return bool(flags & os.O_CREAT) and not flags & os.O_APPEND and not os.path.lexists(path)
+
+
+def _is_hidden(path: str) -> bool:
+    """Whether ``path`` lies in a hidden directory or is a hidden file, counted from the
+    cwd or the home directory when below them: tools' caches (``~/.cache``, ``.ipynb_
+    checkpoints``) are not a run's outputs, a project kept under a hidden folder is."""
+    roots = [os.path.expanduser("~")]
+    with contextlib.suppress(OSError):  # NB. the cwd was deleted
+        roots.insert(0, os.getcwd())
+    for root in roots:
+        root = os.path.join(root, "")
+        if path.startswith(root):
+            path = path[len(root) :]
+            break
+    return any(part.startswith(".") for part in path.split(os.sep))
 
 
 def _absolute(raw: object) -> str | None:
@@ -359,6 +513,16 @@ def declared_states(patterns: Iterable[str]) -> tuple[list[FileState], list[str]
             elif os.path.isfile(match):  # not sockets or FIFOs
                 paths.add(os.path.abspath(match))
     return states_of(sorted(paths))
+
+
+def named_files(values: Iterable[object]) -> list[str]:
+    """Absolute paths of the ``pathlib`` paths among ``values`` that name a regular file
+    now: those count by content (a C reader given one is invisible to the hook)."""
+    return [
+        os.path.abspath(value)
+        for value in values
+        if isinstance(value, pathlib.PurePath) and os.path.isfile(value)
+    ]
 
 
 def states_of(paths: Iterable[str]) -> tuple[list[FileState], list[str]]:

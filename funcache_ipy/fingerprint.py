@@ -34,11 +34,14 @@ class Fingerprint:
     to ``[digest_hex, short_repr]``; the repr is empty unless the value is small.
     ``reached`` (cells only) names the globals that the inputs' code reads, directly or
     through helpers: a cell calling ``log(x)`` can change ``LOG`` without naming it.
+    ``paths`` are the ``pathlib`` paths reached by name: a file one names is counted by
+    its content at each call, as C readers given it are invisible to the ``open`` hook.
     """
 
     digest: bytes
     manifest: dict[str, list[str]]
     reached: frozenset[str] = frozenset()
+    paths: tuple[str, ...] = ()
 
 
 class Tracker:
@@ -76,7 +79,8 @@ def _walk_root(target: object) -> tuple[Fingerprint, Guards]:
     if isinstance(target, types.FunctionType):
         own_code = summarize_code(target.__code__).digest.hex()
         walk.manifest[f"code of `{display_name(target)}`"] = [own_code, ""]
-    return Fingerprint(digest, walk.manifest), walk.guards.freeze()
+    paths = tuple(walk.paths)
+    return Fingerprint(digest, walk.manifest, paths=paths), walk.guards.freeze()
 
 
 _ENTERED = threading.local()
@@ -176,4 +180,4 @@ def fingerprint_names(
         summary = dataclasses.replace(summary, global_names=inputs)
     digest = walk.names(namespace, summary, "__main__")
     reached = frozenset(walk.guards.names_read(namespace))
-    return Fingerprint(digest, walk.manifest, reached)
+    return Fingerprint(digest, walk.manifest, reached, tuple(walk.paths))

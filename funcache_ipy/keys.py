@@ -73,6 +73,11 @@ def file_sets_key(key: str) -> str:
     return xxhash.xxh3_128(_SALT + b"file sets of:" + key.encode()).hexdigest()
 
 
+def output_key(entry_key: str, digest: str) -> str:
+    """Key of the stored content of a file the run of ``entry_key`` wrote."""
+    return xxhash.xxh3_128(_SALT + b"output:" + f"{entry_key}:{digest}".encode()).hexdigest()
+
+
 def state_key(key: str) -> str:
     """Key of the process state a cell's run changed (seeds, options, ``sys.path``).
 

@@ -30,7 +30,14 @@ from traitlets import Bool, Bunch, Int, Unicode, observe
 from funcache_ipy import decorator, file_sets
 from funcache_ipy.analysis import analyze_cell
 from funcache_ipy.cell import CellCache, is_cell_entry
-from funcache_ipy.store import DEFAULT_SIZE_LIMIT, ENV_VAR, Orphans, Store, open_store
+from funcache_ipy.store import (
+    DEFAULT_OUTPUT_LIMIT,
+    DEFAULT_SIZE_LIMIT,
+    ENV_VAR,
+    Orphans,
+    Store,
+    open_store,
+)
 
 __all__ = ["FuncacheMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -60,6 +67,12 @@ class FuncacheMagics(Magics):
         help="Bytes the cache directory may hold before the oldest entries are evicted.",
     ).tag(config=True)
 
+    output_limit = Int(
+        DEFAULT_OUTPUT_LIMIT,
+        help="Bytes up to which a file a cached cell or function writes is stored with its "
+        "entry, so that a hit puts it back; a bigger one must be left as the run wrote it.",
+    ).tag(config=True)
+
     # ($FUNCACHE_IPY_DIR before ``directory`` was exported, the value exported); None: not
     # exported. NB. A class default: the observer first runs while traitlets loads config.
     _exported: tuple[str | None, str] | None = None
@@ -71,13 +84,14 @@ class FuncacheMagics(Magics):
         super().__init__(shell)
         self.cells = CellCache(self.store)
         self._loaded = True
-        if self.size_limit != DEFAULT_SIZE_LIMIT:  # from a profile
+        if (self.size_limit, self.output_limit) != (DEFAULT_SIZE_LIMIT, DEFAULT_OUTPUT_LIMIT):
             self._limit_store()
 
     def store(self) -> Store:
         """The configured store, with this limit (shared with ``@cache`` functions using it)."""
         store = open_store(self.directory)
         store.size_limit = self.size_limit
+        store.output_limit = self.output_limit
         return store
 
     @observe("directory")
@@ -97,12 +111,12 @@ class FuncacheMagics(Magics):
         self._exported = (before, change["new"])
         self._limit_store()
 
-    @observe("size_limit")
+    @observe("size_limit", "output_limit")
     def _limit_changed(self, change: Bunch) -> None:
         self._limit_store()
 
     def _limit_store(self) -> None:
-        """Give the store ``size_limit`` now, so ``@cache`` functions obey it before any
+        """Give the store its limits now, so ``@cache`` functions obey them before any
         cell runs (they share the directory's one store, and never read this setting).
 
         NB. Not while the configuration loads: the directory may not be set yet, and

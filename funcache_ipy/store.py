@@ -51,6 +51,7 @@ from funcache_ipy.safedir import SafeDir, UnsafePath
 
 __all__ = [
     "DEFAULT_DIRECTORY",
+    "DEFAULT_OUTPUT_LIMIT",
     "DEFAULT_SIZE_LIMIT",
     "ENV_VAR",
     "MISSING",
@@ -64,6 +65,7 @@ __all__ = [
 ]
 
 DEFAULT_SIZE_LIMIT: Final = 16 * 2**30
+DEFAULT_OUTPUT_LIMIT: Final = 2**30
 ENV_VAR: Final = "FUNCACHE_IPY_DIR"
 DEFAULT_DIRECTORY: Final = ".funcache"
 _FILE_THRESHOLD = 2**15  # envelopes from 32 KiB up live in value files, smaller in SQLite
@@ -337,6 +339,9 @@ class Store:
         """
         self.directory = Path(directory).expanduser().resolve()
         self._size_limit = size_limit
+        # Files a run writes up to this size are stored with its entry, so that a hit can
+        # put them back; a bigger one must still be on disk as the run left it.
+        self.output_limit = DEFAULT_OUTPUT_LIMIT
         key_path = secret_path()
         self._sealer = Sealer(load_secret(key_path))
         info = key_path.stat()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import builtins
 import functools
 import importlib.util
+import os
+import pathlib
 import sys
 import types
 from collections.abc import Callable, Mapping
@@ -99,6 +101,7 @@ class Walk:
         self.home = home_module
         self.guards = Guards(rehash)
         self.manifest: dict[str, list[str]] = {}
+        self.paths: list[str] = []  # ``Path`` values reached by name: files counted by content
         self.done: dict[int, bytes] = {}
         self.active: set[int] = set()
 
@@ -328,6 +331,8 @@ class Walk:
             raise UnhashableError(f"cannot fingerprint {label}: {exc}") from None
         if not is_immutable(obj):
             self.guards.value(obj)
+        if isinstance(obj, pathlib.PurePath):
+            self.paths.append(os.fspath(obj))
         return self.record(label, digest, shown_value(obj))
 
     def code_inside_value(self, obj: object) -> bytes:

@@ -107,6 +107,20 @@ def test_declared_files_for_a_reader_that_bypasses_open(ip: InteractiveShell) ->
     assert runs() == 5, "expected a run per change of a declared file and a hit after"
 
 
+def test_path_global_counts_by_content_for_a_reader_that_bypasses_open(
+    ip: InteractiveShell,
+) -> None:
+    Path("input.bin").write_bytes(b"abc")
+    ip.user_ns.update(c_read=c_read, SOURCE=Path("input.bin"))
+    cell = "%%funcache\ntick()\nsize = len(c_read(SOURCE))\n"
+    run_cell(ip, cell)
+    run_cell(ip, cell)
+    assert runs() == 1
+    Path("input.bin").write_bytes(b"abcdef")
+    run_cell(ip, cell)
+    assert ip.user_ns["size"] == 6, f"expected 6, got {ip.user_ns['size']} (stale cache)"
+
+
 def test_files_option_needs_a_pattern(ip: InteractiveShell) -> None:
     error = error_of(ip, "%%funcache --files\nv = 1\n")
     assert isinstance(error, UsageError) and "--files" in str(error), error

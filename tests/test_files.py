@@ -127,6 +127,27 @@ def test_path_argument_counts_by_content_even_for_readers_open_misses(capsys) ->
     assert "file `input.bin` changed: 3 B → 6 B" in str(size.explain_last())
 
 
+GLOBAL_INPUT = Path("global_input.bin")  # relative: resolved in the cwd of each call
+
+
+def test_path_global_counts_by_content_even_for_readers_open_misses(capsys) -> None:
+    GLOBAL_INPUT.write_bytes(b"abc")
+
+    def read() -> bytes:
+        return c_read(GLOBAL_INPUT)
+
+    @funcache_ipy.cache
+    def size() -> int:
+        print("ran")
+        return len(read())  # reached through a helper
+
+    assert size() == 3
+    assert size() == 3
+    GLOBAL_INPUT.write_bytes(b"abcdef")
+    assert size() == 6, "expected 6 (stale cache)"
+    assert runs(capsys) == ["ran", "ran"]
+
+
 def test_declared_files_for_readers_that_bypass_open(capsys) -> None:
     Path("data").mkdir()
     Path("data/a.parquet").write_bytes(b"1")

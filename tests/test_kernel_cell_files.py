@@ -128,6 +128,40 @@ def test_files_cells_read_are_inputs_across_restarts(kernel: KernelSession) -> N
     }, "reverted files: expected the earlier runs to hit"
 
 
+WRITER = """%%funcache --name writer
+ran("writer")
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+summary = pd.DataFrame({"n": range(200), "sq": [i * i for i in range(200)]})
+summary.to_csv("out.csv", index=False)
+fig, ax = plt.subplots()
+ax.plot(summary["n"], summary["sq"])
+fig.savefig("plot.png")
+plt.close(fig)
+"""
+
+
+def test_files_a_cell_writes_are_put_back_by_a_hit_after_a_restart(
+    kernel: KernelSession,
+) -> None:
+    execute(kernel, SETUP)
+    execute(kernel, WRITER)
+    written = {name: Path(name).read_bytes() for name in ("out.csv", "plot.png")}
+    assert Path("runs.log").read_text() == "writer\n"
+    Path("out.csv").unlink()
+    Path("plot.png").write_bytes(b"not a png")
+
+    kernel.restart()
+    execute(kernel, SETUP)
+    run = execute(kernel, WRITER)
+    assert Path("runs.log").read_text() == "writer\n", "the cell must hit after the restart"
+    assert "wrote back out.csv, plot.png" in run.stdout, run.stdout
+    for name, data in written.items():
+        assert Path(name).read_bytes() == data, f"{name} must be put back with the same bytes"
+    assert value(kernel, "len(summary)") == "200"
+
+
 SLOW_SETUP = """
 %load_ext funcache_ipy
 import os, time

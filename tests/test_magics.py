@@ -380,13 +380,17 @@ def test_import_made_possible_by_sys_path_in_the_cell_hits(
 def test_import_made_possible_otherwise_by_the_cell_warns_once(
     ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    """A cell that writes the module it imports: the hit's import fails; say so, then run."""
-    monkeypatch.syspath_prepend(str(Path.cwd()))
-    cell = "%%funcache --name writer\ntick()\nfrom pathlib import Path\nPath('fc_written.py').write_text('X = 3')\nimport fc_written\nx = fc_written.X\n"
+    """A cell that writes the module it imports: the hit's import fails; say so, then run.
+
+    NB. In a hidden folder, which is not an output a hit puts back (``test_outputs``).
+    """
+    Path(".generated").mkdir()
+    monkeypatch.syspath_prepend(str(Path.cwd() / ".generated"))
+    cell = "%%funcache --name writer\ntick()\nfrom pathlib import Path\nPath('.generated/fc_written.py').write_text('X = 3')\nimport fc_written\nx = fc_written.X\n"
 
     def run_after_restart() -> list[str]:
         restart(ip)
-        Path("fc_written.py").unlink()
+        Path(".generated/fc_written.py").unlink()
         del sys.modules["fc_written"]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
