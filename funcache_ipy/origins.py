@@ -17,7 +17,6 @@ import site
 import sys
 import sysconfig
 import types
-from collections.abc import Mapping
 from pathlib import Path
 
 import xxhash
@@ -143,40 +142,3 @@ def is_local_function(fn: types.FunctionType) -> bool:
         module = fn.__module__
         return module not in sys.modules or is_local_module(module)
     return filename.startswith("<") or is_local_file(filename)
-
-
-@functools.lru_cache(maxsize=1)
-def _distributions_by_package() -> Mapping[str, list[str]]:
-    return importlib.metadata.packages_distributions()
-
-
-_PYTHON_VERSION = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-
-
-@functools.lru_cache(maxsize=1024)
-def _library_version(top_level: str) -> str:
-    """Version of whatever provides a top-level package, cheapest source first.
-
-    NB. The full scan of installed distributions costs ~60 ms, which would land on the
-    first hit of every new kernel; the stdlib and a distribution named like its package
-    answer almost every case without it.
-    """
-    if top_level in sys.stdlib_module_names or top_level in sys.builtin_module_names:
-        return _PYTHON_VERSION
-    for dist in (top_level, *_distributions_by_package().get(top_level, ())):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    # NB. Last: ``__version__`` exists only once imported, and must not make a loaded and
-    # a not-yet-loaded library count differently.
-    version = getattr(sys.modules.get(top_level), "__version__", None)
-    return version if isinstance(version, str) else "unknown"
-
-
-def library_digest(module_name: str, qualname: str) -> bytes:
-    """Libraries count by name + version only: their internals are never walked."""
-    top = module_name.partition(".")[0]
-    return xxhash.xxh3_128(
-        f"lib:{module_name}:{qualname}:{_library_version(top)}".encode()
-    ).digest()

@@ -24,8 +24,9 @@ import xxhash
 from funcache_ipy.bytecode import CodeSummary, summarize_code
 from funcache_ipy.guards import ABSENT, Guards
 from funcache_ipy.hashing import UnhashableError, hash_value, is_immutable
-from funcache_ipy.origins import is_local_function, is_local_module, library_digest, source_digest
+from funcache_ipy.origins import is_local_function, is_local_module, source_digest
 from funcache_ipy.stand_ins import stand_in
+from funcache_ipy.versions import library_digest
 
 # Class-dict entries that describe rather than define behaviour; ``_abc_impl`` is the
 # ABC machinery's private subclass cache (a C object that changes as isinstance runs),

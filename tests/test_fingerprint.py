@@ -306,31 +306,6 @@ def test_local_module_edit(shell, tmp_path: Path, edit: str, expect_miss: bool, 
     run_cell(shell, f"sys.path.remove({str(module_dir)!r}); del sys.modules['mymod']")
 
 
-def test_installed_library_counts_by_version(shell, monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.metadata
-
-    from funcache_ipy import origins
-
-    installed = importlib.metadata.version
-
-    run_cell(
-        shell,
-        PRELUDE + "import numpy as np\n@funcache_ipy.cache\ndef f(x): return float(np.sqrt(x))",
-    )
-    assert run_cell(shell, "f(4), f(4), f.cache_info().misses") == (2.0, 2.0, 1)
-    # A kernel restart after upgrading numpy reads the new version once.
-    monkeypatch.setattr(
-        importlib.metadata,
-        "version",
-        lambda dist: "0.0.0-upgraded" if dist == "numpy" else installed(dist),
-    )
-    origins._library_version.cache_clear()
-    run_cell(shell, "@funcache_ipy.cache\ndef f(x): return float(np.sqrt(x))")
-    assert run_cell(shell, "f(4), f.cache_info().misses") == (2.0, 1)
-    assert run_cell(shell, "f.explain_last().reasons") == ("module `np` changed",)
-    origins._library_version.cache_clear()
-
-
 def test_shell_reference_does_not_block_caching(shell) -> None:
     run_cell(shell, PRELUDE + "SCALE = 2")
     run_cell(shell, "@funcache_ipy.cache\ndef f(x):\n    get_ipython()\n    return x * SCALE")
