@@ -13,9 +13,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from funcache_ipy.decorator import cache
+from funcache_ipy.decorator import CachedFunction, CacheInfo, cache
+from funcache_ipy.hashing import UnhashableError
+from funcache_ipy.keys import Explanation
+from funcache_ipy.store import FuncacheWarning
 
-__all__ = ["cache", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = [
+    "CacheInfo",
+    "CachedFunction",
+    "Explanation",
+    "FuncacheWarning",
+    "UnhashableError",
+    "cache",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]
 __version__ = "0.1.0"
 
 

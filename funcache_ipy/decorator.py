@@ -21,8 +21,8 @@ import time
 import types
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple, TypeVar, overload
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, ParamSpec, TypeVar, cast, overload
 
 from funcache_ipy import file_sets, files
 from funcache_ipy.file_sets import FileSetIndex
@@ -36,7 +36,9 @@ from funcache_ipy.stand_ins import stand_in
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store, open_store
 from funcache_ipy.walk import shown_value
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
 
 _enabled = True
 _decorated: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
@@ -71,7 +73,7 @@ class CacheInfo(NamedTuple):
 
 
 @overload
-def cache(func: F, /) -> F: ...
+def cache(func: Callable[P, R], /) -> CachedFunction[P, R]: ...
 @overload
 def cache(
     *,
@@ -79,7 +81,7 @@ def cache(
     directory: str | None = None,
     version: str | None = None,
     files: Iterable[str] = (),
-) -> Callable[[F], F]: ...
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
 
 def cache(
@@ -170,8 +172,12 @@ class _Call:
         self.value: Any = MISSING
 
 
-class CachedFunction:
+class CachedFunction(Generic[P, R]):
     """What ``@cache`` returns: the function, cached, with its helpers.
+
+    Generic in the function's parameters and return type, as typeshed types
+    ``functools.lru_cache``: a type checker sees calls with the function's own signature
+    and the helpers below.
 
     A class rather than a closure so that it pickles as "this function with these
     options" (``__reduce__``): a worker process rebuilds it, computes the same key, hits
@@ -180,9 +186,14 @@ class CachedFunction:
     of the whole notebook namespace.
     """
 
+    __name__: str
+    __qualname__: str
+    __doc__: str | None
+    __wrapped__: Callable[P, R]
+
     def __init__(
         self,
-        func: Callable[..., Any],
+        func: Callable[P, R],
         ignore: frozenset[str],
         directory: str | None,
         version: str | None,
@@ -226,18 +237,18 @@ class CachedFunction:
         self._positional = tuple(self._signature.parameters) if simple and not ignore else None
         _decorated.add(self)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if not _enabled:
             return self._func(*args, **kwargs)
         call = self._lookup(args, kwargs)
         if call.value is not MISSING:
-            return call.value
+            return cast(R, call.value)
         with self._leased(call):
             if call.value is not MISSING:
-                return call.value
+                return cast(R, call.value)
             return self._compute(call, args, kwargs)
 
-    def _compute(self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _compute(self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         """Run the function for ``call``, tracking the files it reads; store the result.
 
         NB. The manifest is built before the body: nothing after it may fail, or a
@@ -247,7 +258,7 @@ class CachedFunction:
         started = time.perf_counter()
         with self._tracking(call) as reads:
             value = self._func(*args, **kwargs)
-        return self._remember(call, manifest, value, started, reads)
+        return cast(R, self._remember(call, manifest, value, started, reads))
 
     def __get__(self, instance: object, owner: type | None = None) -> Any:
         """Bind like a function, so ``@cache`` works on methods."""
@@ -304,12 +315,14 @@ class CachedFunction:
         except OSError:
             return self._directory
 
-    def __getattr__(self, name: str) -> Any:
-        # NB. Reached only for missing attributes: a spawn worker looking up
-        # ``f.__funcache_function__`` by name before this process pickled anything.
-        if name == _PICKLED_FUNCTION:
-            return self._pickled_function()
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    if not TYPE_CHECKING:  # NB. else a type checker would accept any attribute
+
+        def __getattr__(self, name: str) -> Any:
+            # NB. Reached only for missing attributes: a spawn worker looking up
+            # ``f.__funcache_function__`` by name before this process pickled anything.
+            if name == _PICKLED_FUNCTION:
+                return self._pickled_function()
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- one call
 
@@ -501,7 +514,7 @@ class CachedFunction:
     # -- helpers exposed on the wrapper
 
     @property
-    def uncached(self) -> Callable[..., Any]:
+    def uncached(self) -> Callable[P, R]:
         """The original function: call it to bypass the cache."""
         return self._func
 
@@ -514,16 +527,20 @@ class CachedFunction:
         )
 
     def cache_clear(self) -> int:
-        """Delete this function's stored entries (all code versions); returns how many."""
+        """Delete this function's stored entries (all code versions); returns how many.
+
+        Resets the hit and miss counts too, as ``functools`` does.
+        """
+        self._hits = self._misses = 0
         return open_store(self._directory).clear(self.cache_name)
 
-    def refresh(self, *args: Any, **kwargs: Any) -> Any:
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Recompute this call and overwrite its entry (for ``async`` functions: await it)."""
         call = self._key(args, kwargs)
         call.store = open_store(self._directory)
         return self._compute(call, args, kwargs)
 
-    def explain(self, *args: Any, **kwargs: Any) -> Explanation:
+    def explain(self, *args: P.args, **kwargs: P.kwargs) -> Explanation:
         """Would this call hit? If not, which dependency or argument differs, and how."""
         call = self._key(args, kwargs)
         store = open_store(self._directory)
@@ -554,7 +571,7 @@ class CachedFunction:
         )
 
 
-class AsyncCachedFunction(CachedFunction):
+class AsyncCachedFunction(CachedFunction[P, Coroutine[Any, Any, T]]):
     """``@cache`` on an ``async def``: the awaited value is what is cached."""
 
     def __init__(self, *args: Any) -> None:
@@ -562,25 +579,25 @@ class AsyncCachedFunction(CachedFunction):
         if sys.version_info >= (3, 12):  # so inspect.iscoroutinefunction(wrapper) holds
             inspect.markcoroutinefunction(self)
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
         if not _enabled:
             return await self._func(*args, **kwargs)
         call = self._lookup(args, kwargs)
         if call.value is not MISSING:
-            return call.value
+            return cast(T, call.value)
         with self._leased(call):
             if call.value is not MISSING:
-                return call.value
+                return cast(T, call.value)
             return await self._compute(call, args, kwargs)
 
     async def _compute(  # the same, awaited
         self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    ) -> T:
         manifest = self._manifest(call)
         started = time.perf_counter()
         with self._tracking(call) as reads:
             value = await self._func(*args, **kwargs)
-        return self._remember(call, manifest, value, started, reads)
+        return cast(T, self._remember(call, manifest, value, started, reads))
 
 
 def _resolve(module: str, qualname: str) -> object:
@@ -600,7 +617,7 @@ def _rebuild(
     version: str | None,
     qualname: str,
     files: tuple[str, ...] = (),
-) -> CachedFunction:
+) -> CachedFunction[Any, Any]:
     """Unpickle a cached function: this process's own wrapper if it has one, else a new one."""
     existing = _resolve(getattr(func, "__module__", "") or "", qualname)
     if isinstance(existing, CachedFunction) and existing.uncached in (
