@@ -16,6 +16,7 @@ from typing import Any
 from funcache_ipy.decorator import CachedFunction, CacheInfo, cache
 from funcache_ipy.hashing import UnhashableError
 from funcache_ipy.keys import Explanation
+from funcache_ipy.notices import in_ipython, show_plainly
 from funcache_ipy.store import FuncacheWarning
 
 __all__ = [
@@ -30,10 +31,15 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
+if in_ipython():  # imported in a notebook: its messages read as notices, not errors
+    show_plainly()
+
 
 def load_ipython_extension(ipython: Any) -> None:
     """Register the magics; called by ``%load_ext funcache_ipy``."""
     from funcache_ipy import magics
+
+    show_plainly()
 
     magics.load_ipython_extension(ipython)
 

@@ -68,6 +68,7 @@ from funcache_ipy.fingerprint import fingerprint_names, hash_content, remember_s
 from funcache_ipy.hashing import UnhashableError, is_immutable
 from funcache_ipy.keys import Explanation, cell_key, explain_manifests, state_key
 from funcache_ipy.lease import announce_wait, lease
+from funcache_ipy.notices import format_seconds
 from funcache_ipy.origins import find_spec_quietly, is_local_file
 from funcache_ipy.restore import (
     ArrayView,
@@ -703,19 +704,8 @@ def _announce(entry: _Entry, analysis: CellAnalysis, quiet: bool, restored: Sequ
         wrote = "; wrote back " + ", ".join(display_path(path) for path in restored[:_NOTICE_NAMES])
         if len(restored) > _NOTICE_NAMES:
             wrote += f" (+{len(restored) - _NOTICE_NAMES} more)"
-    seconds = _format_seconds(entry.seconds)
+    seconds = format_seconds(entry.seconds)
     print(f"funcache: restored {what} from cache (original run {seconds}){wrote}")
-
-
-def _format_seconds(seconds: float) -> str:
-    if seconds < 0.001:
-        return "<1 ms"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes} min {rest} s"
 
 
 def _warn(message: str, namespace: Mapping[str, Any]) -> None:

@@ -63,6 +63,35 @@ def decorated_functions() -> list[Callable[..., Any]]:
     return list(_decorated)
 
 
+class Tally:
+    """One function's calls since they were last taken: the keys it hit, its misses."""
+
+    __slots__ = ("hits", "misses")
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+        self.misses = 0
+
+
+# None: nobody reports calls (a script), so a call does not count them.
+_tallies: dict[CachedFunction[Any, Any], Tally] | None = None
+
+
+def tally_calls(flag: bool) -> None:
+    """Start (or stop) counting calls per function, for a report after each cell."""
+    global _tallies
+    _tallies = {} if flag else None
+
+
+def take_tallies() -> dict[CachedFunction[Any, Any], Tally]:
+    """The calls counted since the last time, and a fresh count."""
+    global _tallies
+    taken = _tallies or {}
+    if _tallies is not None:
+        _tallies = {}
+    return taken
+
+
 class CacheInfo(NamedTuple):
     """Hits and misses of this process; entries and bytes currently on disk."""
 
@@ -238,6 +267,7 @@ class CachedFunction(Generic[P, R]):
         _decorated.add(self)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        __tracebackhide__ = True  # IPython shows the user's frames, not these
         if not _enabled:
             return self._func(*args, **kwargs)
         call = self._lookup(args, kwargs)
@@ -254,6 +284,7 @@ class CachedFunction(Generic[P, R]):
         NB. The manifest is built before the body: nothing after it may fail, or a
         computed result would be lost.
         """
+        __tracebackhide__ = True
         manifest = self._manifest(call)
         started = time.perf_counter()
         with self._tracking(call) as reads:
@@ -328,6 +359,7 @@ class CachedFunction(Generic[P, R]):
 
     def _lookup(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call:
         """Key of this call and the stored value (or MISSING); counts the hit or miss."""
+        __tracebackhide__ = True
         call = self._key(args, kwargs)
         try:
             call.store = open_store(self._directory)
@@ -340,10 +372,21 @@ class CachedFunction(Generic[P, R]):
         if call.store is not None:
             self._find(call, call.store)
         if call.value is MISSING:
-            self._misses += 1
+            self._count_miss()
         else:
-            self._hits += 1
+            self._count_hit()
         return call
+
+    def _count_hit(self) -> None:
+        self._hits += 1
+        if _tallies is not None and self._last is not None:
+            _tallies.setdefault(self, Tally()).hits.append(self._last[0])
+
+    def _count_miss(self, undo: bool = False) -> None:
+        step = -1 if undo else 1
+        self._misses += step
+        if _tallies is not None:
+            _tallies.setdefault(self, Tally()).misses += step
 
     def _find(self, call: _Call, store: Store) -> None:
         """Set ``call.value`` to the stored value (plain, or by its files' contents)."""
@@ -368,8 +411,8 @@ class CachedFunction(Generic[P, R]):
             if waited:
                 self._find(call, call.store)
                 if call.value is not MISSING:
-                    self._misses -= 1
-                    self._hits += 1
+                    self._count_miss(undo=True)
+                    self._count_hit()
             yield
 
     def _tracking(self, call: _Call) -> contextlib.AbstractContextManager[FileReads]:
@@ -413,6 +456,7 @@ class CachedFunction(Generic[P, R]):
     # -- keys
 
     def _key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call:
+        __tracebackhide__ = True
         try:
             fingerprint = self._tracker.current()
         except UnhashableError as exc:
@@ -526,6 +570,12 @@ class CachedFunction(Generic[P, R]):
             self._hits, self._misses, len(results), sum(meta.size for _, meta in entries)
         )
 
+    def seconds_saved(self, keys: Iterable[str]) -> float:
+        """What computing the entries ``keys`` took when they were stored (hits saved it)."""
+        store = open_store(self._directory)
+        metas = [store.meta(key) for key in keys]
+        return sum(meta.compute_seconds for meta in metas if meta is not None)
+
     def cache_clear(self) -> int:
         """Delete this function's stored entries (all code versions); returns how many.
 
@@ -536,12 +586,14 @@ class CachedFunction(Generic[P, R]):
 
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Recompute this call and overwrite its entry (for ``async`` functions: await it)."""
+        __tracebackhide__ = True
         call = self._key(args, kwargs)
         call.store = open_store(self._directory)
         return self._compute(call, args, kwargs)
 
     def explain(self, *args: P.args, **kwargs: P.kwargs) -> Explanation:
         """Would this call hit? If not, which dependency or argument differs, and how."""
+        __tracebackhide__ = True
         call = self._key(args, kwargs)
         store = open_store(self._directory)
         if store.meta(call.key) is not None:
@@ -580,6 +632,7 @@ class AsyncCachedFunction(CachedFunction[P, Coroutine[Any, Any, T]]):
             inspect.markcoroutinefunction(self)
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        __tracebackhide__ = True
         if not _enabled:
             return await self._func(*args, **kwargs)
         call = self._lookup(args, kwargs)
@@ -593,6 +646,7 @@ class AsyncCachedFunction(CachedFunction[P, Coroutine[Any, Any, T]]):
     async def _compute(  # the same, awaited
         self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> T:
+        __tracebackhide__ = True
         manifest = self._manifest(call)
         started = time.perf_counter()
         with self._tracking(call) as reads:

@@ -49,6 +49,7 @@ from funcache_ipy.hashing_stream import (
     pack_len,
     short_repr,
 )
+from funcache_ipy.tracebacks import ShownAsUserError
 
 __all__ = ["UnhashableError", "hash_items", "hash_value", "is_immutable"]
 
@@ -69,7 +70,7 @@ _CODE_TYPES = (
 )
 
 
-class UnhashableError(TypeError):
+class UnhashableError(ShownAsUserError, TypeError):
     """A value, or something inside it, has no content that can be hashed.
 
     Raised instead of skipping the part: a skipped argument would make two different

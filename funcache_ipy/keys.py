@@ -100,6 +100,9 @@ def cell_key(normalized_code: str, inputs_digest: bytes, files_digest: bytes | N
     return h.hexdigest()
 
 
+NOTHING_STORED = "nothing is stored for it yet (first call, or the cache was cleared)"
+
+
 @dataclass(frozen=True)
 class Explanation:
     """Whether a call hits, and if not, what differs from the closest stored entry."""
@@ -125,7 +128,7 @@ def explain_manifests(new: Manifest, candidates: Sequence[Manifest]) -> list[str
     ['global `SCALE` changed: 2 → 3']
     """
     if not candidates:
-        return ["nothing is stored for it yet (first call, or the cache was cleared)"]
+        return [NOTHING_STORED]
     closest = max(candidates, key=lambda old: _agreement(new, old))
     reasons = []
     for label, (digest, shown) in ((k, tuple(v)) for k, v in new.items()):

@@ -27,7 +27,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 from traitlets import Bool, Bunch, Int, Unicode, observe
 
-from funcache_ipy import decorator, file_sets
+from funcache_ipy import decorator, file_sets, summary
 from funcache_ipy.analysis import analyze_cell
 from funcache_ipy.cell import CellCache, is_cell_entry
 from funcache_ipy.store import (
@@ -61,7 +61,11 @@ class FuncacheMagics(Magics):
         "as $FUNCACHE_IPY_DIR; None or unloading the extension puts that back). "
         "Default: $FUNCACHE_IPY_DIR, else ./.funcache, resolved when used.",
     ).tag(config=True)
-    quiet = Bool(False, help="Do not print a notice when a cell is restored.").tag(config=True)
+    quiet = Bool(
+        False,
+        help="Do not print a notice when a cell is restored, nor the line after a cell that "
+        "says which cached functions hit (and what that saved) or why one recomputed.",
+    ).tag(config=True)
     size_limit = Int(
         DEFAULT_SIZE_LIMIT,
         help="Bytes the cache directory may hold before the oldest entries are evicted.",
@@ -126,6 +130,14 @@ class FuncacheMagics(Magics):
             return
         with contextlib.suppress(OSError):  # an unusable directory: said when it is used
             self.store()
+
+    def report_calls(self, result: object = None) -> None:
+        """After each cell: one line per cached function it called that hit, or that
+        recomputed although entries of it are stored (see :mod:`funcache_ipy.summary`)."""
+        tallies = decorator.take_tallies()
+        if tallies and not self.quiet:
+            for line in summary.lines(tallies):
+                print(line)
 
     def restore_environment(self) -> None:
         """Put ``$FUNCACHE_IPY_DIR`` back as it was before ``directory`` set it."""
@@ -192,7 +204,7 @@ class FuncacheMagics(Magics):
             )
         shell = self.shell
         code = shell.transform_cell(cell)
-        filename = shell.compile.cache(code, shell.execution_count, raw_code=cell)
+        filename = shell.compile.cache(code, _running_cell_number(shell), raw_code=cell)
         transform = shell.transform_ast if shell.ast_transformers else None
         analysis = analyze_cell(code, transform, filename)
         if analysis.top_level_await:
@@ -461,6 +473,17 @@ def _resolve(name: str, known: Iterable[str], condition: str) -> str:
     raise UsageError(f"no function or cell named {name!r} {condition}; known: {_listing(names)}")
 
 
+def _running_cell_number(shell: InteractiveShell) -> int:
+    """The execution number of the cell running now, for ``Cell In[n]`` in tracebacks.
+
+    NB. IPython 9 counts the next cell before running this one, so
+    ``shell.execution_count`` is one ahead; the result being built knows the number.
+    """
+    running = getattr(shell.displayhook, "exec_result", None)
+    number = getattr(running, "execution_count", None)
+    return number if isinstance(number, int) else shell.execution_count
+
+
 def _unquoted(word: str) -> str:
     """``"data/*.csv"`` as ``data/*.csv``.
 
@@ -491,7 +514,10 @@ def load_ipython_extension(ipython: InteractiveShell) -> None:
     """Register the magics; loading again keeps the registered instance."""
     if isinstance(ipython.magics_manager.registry.get(FuncacheMagics.__name__), FuncacheMagics):
         return
-    ipython.register_magics(FuncacheMagics(ipython))
+    magics = FuncacheMagics(ipython)
+    ipython.register_magics(magics)
+    decorator.tally_calls(True)
+    ipython.events.register("post_run_cell", magics.report_calls)
 
 
 def unload_ipython_extension(ipython: InteractiveShell) -> None:
@@ -501,6 +527,8 @@ def unload_ipython_extension(ipython: InteractiveShell) -> None:
     if not isinstance(magics, FuncacheMagics):
         return
     magics.restore_environment()
+    ipython.events.unregister("post_run_cell", magics.report_calls)
+    decorator.tally_calls(False)
     for kind, table in magics.magics.items():
         for name, method in table.items():
             if manager.magics[kind].get(name) == method:

@@ -224,6 +224,7 @@ def ip(shell: InteractiveShell) -> Iterator[InteractiveShell]:
 def test_pickling_an_instance_does_not_change_its_class_key(
     ip: InteractiveShell, definition: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    run_cell(ip, "%config FuncacheMagics.quiet = True")  # only the body prints
     run_cell(ip, "import funcache_ipy, pickle\n" + definition)
     run_cell(
         ip,

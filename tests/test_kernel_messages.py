@@ -1,0 +1,89 @@
+"""What a notebook user reads from funcache_ipy, in a real kernel.
+
+Messages are notices, not warning blocks: one line naming the culprit, with no temporary
+file path, no echo of the cell's source, no ``FuncacheWarning:`` prefix. Errors show the
+user's frames only (funcache_ipy's are hidden) and name the right cell. After a cell, a
+cached function that hit says what it saved, one that recomputed says why.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from funcache_ipy.demo import KernelSession
+from tests.kernel_helpers import execute, open_kernel
+
+pytestmark = pytest.mark.kernel
+
+SETUP = """
+%load_ext funcache_ipy
+import funcache_ipy, threading, time
+lock = threading.Lock()
+
+def scale():
+    return 2
+
+@funcache_ipy.cache
+def slow(x):
+    time.sleep(0.2)
+    return x * scale()
+"""
+
+
+@pytest.fixture
+def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
+    with open_kernel(tmp_path) as session:
+        execute(session, SETUP)
+        yield session
+
+
+def assert_plain(text: str) -> None:
+    for noise in ("ipykernel_", "run_cell_magic", "FuncacheWarning", "funcache: funcache:"):
+        assert noise not in text, f"{noise!r} in {text!r}"
+
+
+def test_a_cell_not_cached_says_so_in_one_plain_line(kernel: KernelSession) -> None:
+    run = execute(kernel, "%%funcache --name scratch\ny = 2\nlog = open('f.txt', 'w')\n")
+    assert_plain(run.stdout + run.stderr)
+    assert run.stderr == "", run.stderr
+    assert run.stdout.startswith("funcache: cell scratch was not cached: variable `log`"), (
+        run.stdout
+    )
+    assert run.stdout.count("\n") == 1, run.stdout
+    run = execute(kernel, "%%funcache\nz = lock\n")
+    assert_plain(run.stdout + run.stderr)
+    assert "input `lock` (_thread lock) cannot be hashed" in run.stdout, run.stdout
+
+
+def test_errors_show_the_users_frames_and_the_right_cell(kernel: KernelSession) -> None:
+    run = kernel.run("slow(lock)")
+    assert run.error is not None and "UnhashableError: cannot hash argument 'x'" in run.error
+    assert "funcache_ipy/" not in run.error, run.error
+    run = kernel.run("%%funcache\nx = 1\n1 / 0\n")
+    assert run.error is not None and "ZeroDivisionError" in run.error
+    numbers = re.findall(r"Cell In\[(\d+)\], line (\d)", run.error)
+    assert len(numbers) == 2 and numbers[0][0] == numbers[1][0], f"one cell number: {numbers}"
+
+
+def test_functions_that_hit_or_recompute_say_so_after_the_cell(kernel: KernelSession) -> None:
+    assert execute(kernel, "a = slow(1)").stdout == "", "a first call is no news"
+    run = execute(kernel, "a, b = slow(1), slow(1)")
+    assert re.fullmatch(r"funcache: slow hit x2 \(saved (4\d\d ms|[\d.]+ s)\)\n", run.stdout), (
+        run.stdout
+    )
+    execute(kernel, "def scale():\n    return 3\n")
+    run = execute(kernel, "a = slow(1)")
+    assert run.stdout == "funcache: slow recomputed: function `scale` changed\n", run.stdout
+
+    kernel.restart()
+    execute(kernel, SETUP.replace("return 2", "return 3"))
+    run = execute(kernel, "a = slow(1)")
+    assert re.fullmatch(r"funcache: slow hit \(saved (2\d\d ms|[\d.]+ s)\)\n", run.stdout), (
+        run.stdout
+    )
+    execute(kernel, "%config FuncacheMagics.quiet = True")
+    assert execute(kernel, "a = slow(1)").stdout == "", "quiet turns it off"
