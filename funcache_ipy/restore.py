@@ -19,29 +19,47 @@ container holds which object, :func:`find_kept` after it says which of those the
 left in place (the form stored with the entry), and :func:`restore_in_place` on a hit
 gives the live objects the stored content. Identity only means something within one
 run, which is why the record is taken live and stored as slots, never as ids.
+
+The other way round, a value the cell binds may refer to one of its inputs
+(``b = {"x": a}``, ``pipe = make_pipeline(scaler)``, ``it = iter(rows)``): after a run
+it holds the live object, so a later ``a.append(3)`` shows through ``b``. A hit must
+give the same, not a copy. :func:`pickle_values` therefore pickles the inputs the run
+left as they were *by name* (:func:`input_references`), and :func:`unpickle_values`
+resolves those names in the live namespace, whose content the key guarantees equal.
 """
 
 from __future__ import annotations
 
 import collections
 import copyreg
+import gc
+import io
+import pickle
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
+from funcache_ipy.envelope import Discard, _Pickler, out_of_band
 from funcache_ipy.store import MISSING
 
 __all__ = [
     "ArrayView",
     "Kept",
+    "Pickled",
+    "References",
     "Shapes",
+    "UnresolvedInput",
     "find_kept",
     "find_views",
+    "input_references",
+    "pickle_values",
+    "pickles",
     "rebuild_views",
     "record_shapes",
     "restore_in_place",
     "shared_by_others",
+    "unpickle_values",
     "views_fit",
 ]
 
@@ -529,3 +547,116 @@ def _view_on(anchor: Any, view: ArrayView) -> Any:
     }
     array = numpy.asarray(_Window(anchor, interface))
     return array if array.dtype == view.dtype else array.view(view.dtype)
+
+
+# -- inputs by reference
+
+References: TypeAlias = "dict[int, tuple[str, ...]]"
+"""id(an input's object) -> the names that bound it when the run ended."""
+
+# A dict view's type -> the method that makes it from its dict
+_DICT_VIEWS: dict[type, Callable[[dict[Any, Any]], object]] = {
+    type({}.keys()): dict.keys,
+    type({}.values()): dict.values,
+    type({}.items()): dict.items,
+}
+
+
+class UnresolvedInput(LookupError):
+    """A stored value refers to an input that the namespace no longer holds as it did."""
+
+
+@dataclass(frozen=True)
+class Pickled:
+    """Values pickled with some inputs by name; :func:`unpickle_values` revives them.
+
+    The buffers stay ``PickleBuffer``\\ s (views of the arrays): the store pickles them
+    out of band again, so a large array is neither copied nor hashed into the stream.
+    """
+
+    stream: bytes
+    buffers: tuple[Any, ...]  # pickle.PickleBuffer, or memoryview once unpickled
+
+
+def input_references(namespace: Mapping[str, Any], names: Iterable[str]) -> References:
+    """Which objects a stored value may refer to by name, and by which names.
+
+    Args:
+        namespace: the namespace after the run.
+        names: inputs the run left bound to the same object, unchanged in content: the
+            key holds their content, so a hit finds them equal in the live namespace.
+
+    Returns:
+        id(object) -> its names. Several names for one object must still name one
+        object on a hit: the cell may have used either.
+    """
+    references: dict[int, tuple[str, ...]] = {}
+    for name in names:
+        value = namespace[name]
+        references[id(value)] = (*references.get(id(value), ()), name)
+    return references
+
+
+class _ReferencingPickler(_Pickler):
+    """The store's pickler, with the ``references`` pickled by name.
+
+    Dict views (``d.keys()``) pickle as the view of their dict, so a view of an input
+    stays a view of the live dict.
+    """
+
+    def __init__(self, file: Any, references: References, **options: Any) -> None:
+        super().__init__(file, protocol=5, **options)
+        self._references = references
+
+    def persistent_id(self, obj: Any) -> tuple[str, ...] | None:
+        return self._references.get(id(obj))
+
+    def reducer_override(self, obj: Any) -> Any:
+        method = _DICT_VIEWS.get(type(obj))
+        if method is not None:
+            return method, (gc.get_referents(obj)[0],)  # NB. a dict view refers to its dict only
+        return super().reducer_override(obj)
+
+
+def pickle_values(value: object, references: References) -> Pickled:
+    """Pickle ``value`` with the objects in ``references`` by name.
+
+    Raises:
+        Exception: whatever pickling ``value`` raises (unpicklable objects).
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    sink = io.BytesIO()
+    _ReferencingPickler(sink, references, buffer_callback=buffers.append).dump(value)
+    return Pickled(sink.getvalue(), tuple(buffers))
+
+
+def pickles(value: object, references: References) -> bool:
+    """Whether ``value`` can be pickled (a dry run: buffers cost nothing)."""
+    try:
+        _ReferencingPickler(Discard(), references, buffer_callback=out_of_band).dump(value)
+    except Exception:  # NB. pickling runs arbitrary __reduce__ code
+        return False
+    return True
+
+
+class _ResolvingUnpickler(pickle.Unpickler):
+    def __init__(self, pickled: Pickled, namespace: Mapping[str, Any]) -> None:
+        super().__init__(io.BytesIO(pickled.stream), buffers=pickled.buffers)
+        self._namespace = namespace
+
+    def persistent_load(self, pid: Any) -> Any:
+        objects = [self._namespace.get(name, MISSING) for name in pid]
+        if objects[0] is MISSING or any(obj is not objects[0] for obj in objects):
+            raise UnresolvedInput(", ".join(pid))
+        return objects[0]
+
+
+def unpickle_values(pickled: Pickled, namespace: Mapping[str, Any]) -> Any:
+    """Unpickle what :func:`pickle_values` stored, its inputs the live ones in ``namespace``.
+
+    Raises:
+        UnresolvedInput: an input it refers to is missing, or its names now bind
+            different objects (the cell must run).
+        Exception: whatever unpickling raises.
+    """
+    return _ResolvingUnpickler(pickled, namespace).load()
