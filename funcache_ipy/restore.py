@@ -33,6 +33,7 @@ from __future__ import annotations
 import collections
 import copyreg
 import gc
+import importlib
 import io
 import pickle
 import sys
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 from funcache_ipy.envelope import Discard, _Pickler, out_of_band
+from funcache_ipy.state import generator_function
 from funcache_ipy.store import MISSING
 
 __all__ = [
@@ -615,7 +617,15 @@ class _ReferencingPickler(_Pickler):
         method = _DICT_VIEWS.get(type(obj))
         if method is not None:
             return method, (gc.get_referents(obj)[0],)  # NB. a dict view refers to its dict only
+        named = generator_function(obj)
+        if named is not None:
+            return _module_attribute, named
         return super().reducer_override(obj)
+
+
+def _module_attribute(module: str, name: str) -> object:
+    """``module.name``, imported: how a stored ``random.seed`` comes back."""
+    return getattr(importlib.import_module(module), name)
 
 
 def pickle_values(value: object, references: References) -> Pickled:
