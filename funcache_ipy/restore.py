@@ -564,6 +564,24 @@ _DICT_VIEWS: dict[type, Callable[[dict[Any, Any]], object]] = {
 }
 
 
+# Built-in iterators that drop their sequence once exhausted, made over an empty one
+_EMPTY_ITERATORS: tuple[Callable[[], Iterator[Any]], ...] = (
+    lambda: iter([]),
+    lambda: iter(()),
+    lambda: reversed([]),
+    lambda: reversed(()),
+    lambda: iter(""),
+    lambda: iter("\u00e9"),  # NB. a str iterator other than the ASCII one (exhausted anyway)
+    lambda: iter(b""),
+    lambda: iter(bytearray()),
+    lambda: iter({}),
+    lambda: iter({}.values()),
+    lambda: iter({}.items()),
+    lambda: iter(set()),
+)
+_EXHAUSTIBLE = {type(make()).__name__: make for make in _EMPTY_ITERATORS}
+
+
 class UnresolvedInput(LookupError):
     """A stored value refers to an input that the namespace no longer holds as it did."""
 
@@ -617,10 +635,30 @@ class _ReferencingPickler(_Pickler):
         method = _DICT_VIEWS.get(type(obj))
         if method is not None:
             return method, (gc.get_referents(obj)[0],)  # NB. a dict view refers to its dict only
+        if type(obj).__name__ in _EXHAUSTIBLE and _exhausted(obj):
+            return _exhausted_iterator, (type(obj).__name__,)
         named = generator_function(obj)
         if named is not None:
             return _module_attribute, named
         return super().reducer_override(obj)
+
+
+def _exhausted(iterator: Any) -> bool:
+    """Whether a built-in iterator has dropped its sequence: ``(iter, (empty,))``.
+
+    NB. Pickled as it says, it would come back as an iterator over an empty sequence
+    *at position 0*, which hashes otherwise: the cells reading it would miss once.
+    """
+    reduced = iterator.__reduce__()
+    return len(reduced) == 2 and len(reduced[1]) == 1 and len(reduced[1][0]) == 0
+
+
+def _exhausted_iterator(kind: str) -> Iterator[Any]:
+    """An exhausted iterator of type ``kind``, as a run leaves ``print(*zip(a, b))``'s."""
+    iterator = _EXHAUSTIBLE[kind]()
+    for _ in iterator:
+        pass
+    return iterator
 
 
 def _module_attribute(module: str, name: str) -> object:
