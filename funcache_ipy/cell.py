@@ -663,7 +663,7 @@ def _collect(
     if problem is not None:
         return None, problem
     unchanged = _unchanged_inputs(analysis, namespace, before, watched, mutated)
-    references = input_references(namespace, unchanged)
+    references = input_references(namespace, unchanged, shapes)
     try:
         pickled = pickle_values((values, result), references)
     except Exception:  # NB. pickling runs arbitrary __reduce__ code

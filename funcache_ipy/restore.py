@@ -155,13 +155,15 @@ def shared_by_others(
 
 def _parts(obj: object) -> set[int]:
     """Parts of ``obj`` that other names commonly hold on their own (a frame's index)."""
+    return {id(getattr(obj, name)) for name in _part_names(obj)}
+
+
+def _part_names(obj: object) -> tuple[str, ...]:
+    """The attributes holding :func:`_parts`."""
     pandas = sys.modules.get("pandas")
     if pandas is None or not isinstance(obj, pandas.Series | pandas.DataFrame):
-        return set()
-    parts = {id(obj.index)}
-    if isinstance(obj, pandas.DataFrame):
-        parts.add(id(obj.columns))
-    return parts
+        return ()
+    return ("index", "columns") if isinstance(obj, pandas.DataFrame) else ("index",)
 
 
 def restore_in_place(
@@ -553,8 +555,9 @@ def _view_on(anchor: Any, view: ArrayView) -> Any:
 
 # -- inputs by reference
 
-References: TypeAlias = "dict[int, tuple[str, ...]]"
-"""id(an input's object) -> the names that bound it when the run ended."""
+References: TypeAlias = "dict[int, tuple[tuple[Any, ...], ...]]"
+"""id(an input's object) -> where a hit finds it: paths of a name then steps into it,
+``("part", attribute)`` (a frame's index) or ``("slot", slot)`` (see :func:`_slots`)."""
 
 # A dict view's type -> the method that makes it from its dict
 _DICT_VIEWS: dict[type, Callable[[dict[Any, Any]], object]] = {
@@ -598,23 +601,42 @@ class Pickled:
     buffers: tuple[Any, ...]  # pickle.PickleBuffer, or memoryview once unpickled
 
 
-def input_references(namespace: Mapping[str, Any], names: Iterable[str]) -> References:
-    """Which objects a stored value may refer to by name, and by which names.
+def input_references(
+    namespace: Mapping[str, Any], names: Iterable[str], shapes: Shapes
+) -> References:
+    """Which objects a stored value may refer to by name, and where a hit finds them.
 
     Args:
         namespace: the namespace after the run.
         names: inputs the run left bound to the same object, unchanged in content: the
-            key holds their content, so a hit finds them equal in the live namespace.
+            key holds their content, and with it where their parts are, so a hit finds
+            them equal in the live namespace.
+        shapes: :func:`record_shapes` from before the run: the objects inside them.
 
     Returns:
-        id(object) -> its names. Several names for one object must still name one
-        object on a hit: the cell may have used either.
+        id(object) -> its paths: every name bound to it, else the first path into an
+        input that reaches it (a frame's index, an item of a list). Several names for
+        one object must still name one object on a hit: the cell may have used either.
     """
-    references: dict[int, tuple[str, ...]] = {}
+    references: dict[int, tuple[tuple[Any, ...], ...]] = {}
+    names = list(names)
     for name in names:
         value = namespace[name]
-        references[id(value)] = (*references.get(id(value), ()), name)
+        references[id(value)] = (*references.get(id(value), ()), (name,))
+    for name in names:
+        value = namespace[name]
+        for part in _part_names(value):
+            references.setdefault(id(getattr(value, part)), ((name, ("part", part)),))
+        if name in shapes and shapes[name][0] is value:
+            _reference_slots(shapes[name][1], (name,), references)
     return references
+
+
+def _reference_slots(shape: _Shape, path: tuple[Any, ...], references: References) -> None:
+    for slot, (child, child_shape) in shape.items():
+        if id(child) not in references:  # NB. also ends cycles: the path is recorded first
+            references[id(child)] = ((*path, ("slot", slot)),)
+            _reference_slots(child_shape, (*path, ("slot", slot)), references)
 
 
 class _ReferencingPickler(_Pickler):
@@ -628,7 +650,7 @@ class _ReferencingPickler(_Pickler):
         super().__init__(file, protocol=5, **options)
         self._references = references
 
-    def persistent_id(self, obj: Any) -> tuple[str, ...] | None:
+    def persistent_id(self, obj: Any) -> tuple[tuple[Any, ...], ...] | None:
         return self._references.get(id(obj))
 
     def reducer_override(self, obj: Any) -> Any:
@@ -693,10 +715,22 @@ class _ResolvingUnpickler(pickle.Unpickler):
         self._namespace = namespace
 
     def persistent_load(self, pid: Any) -> Any:
-        objects = [self._namespace.get(name, MISSING) for name in pid]
+        objects = [self._follow(path) for path in pid]
         if objects[0] is MISSING or any(obj is not objects[0] for obj in objects):
-            raise UnresolvedInput(", ".join(pid))
+            raise UnresolvedInput(" or ".join(map(str, pid)))
         return objects[0]
+
+    def _follow(self, path: tuple[Any, ...]) -> Any:
+        """The live object at ``path``, or ``MISSING``."""
+        obj = self._namespace.get(path[0], MISSING)
+        for how, step in path[1:]:
+            if obj is MISSING:
+                break
+            if how == "part":
+                obj = getattr(obj, step) if step in _part_names(obj) else MISSING
+            else:
+                obj = _child(obj, _kind(obj), step)
+        return obj
 
 
 def unpickle_values(pickled: Pickled, namespace: Mapping[str, Any]) -> Any:

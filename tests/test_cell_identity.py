@@ -140,3 +140,36 @@ def test_a_hit_after_a_kernel_restart_refers_to_the_live_input(kernel: KernelSes
     assert "0 misses" in execute(kernel, "%funcache info").text, "the cell should have hit"
     hit = value(kernel, probe)
     assert hit == ran == "(True, [1, 2, 3])", f"after a hit {hit}, after a run {ran} (a copy)"
+
+
+PARTS = {
+    "item of a list": ("rows = [[1], [2]]", "first = {'row': rows[0]}", "rows[0].append(9)\nfirst"),
+    "attribute": (
+        "class Config:\n    pass\ncfg = Config()\ncfg.params = [1]",
+        "params = cfg.params",
+        "cfg.params.append(2)\nparams",
+    ),
+    "value of a dict": ("d = {'k': [1]}", "held = (d['k'],)", "d['k'].append(2)\nheld"),
+}
+
+
+@pytest.mark.parametrize("case", PARTS, ids=list(PARTS))
+def test_a_part_of_an_input_is_the_live_part(ip: InteractiveShell, case: str) -> None:
+    setup, cell, probe = PARTS[case]
+    ran, hit = run_twice(ip, [setup, f"%%funcache\ntick()\n{cell}"], probe)
+    assert runs() == 1, "the cached cell should hit after the restart"
+    assert hit == ran, f"after a hit {probe!r} gives {hit}, after a run {ran} (a copy of a part)"
+
+
+def test_a_frame_built_on_an_input_shares_its_index(ip: InteractiveShell) -> None:
+    """The Data Science Handbook (03.05) builds ``pop_df`` on ``pop``, then renames
+    ``pop.index``: the frame's index, the same object, shows the new names."""
+    pytest.importorskip("pandas")
+    cells = [
+        "import pandas as pd\npop = pd.Series([1, 2], index=pd.MultiIndex.from_tuples([('a', 1), ('b', 2)]))",
+        "%%funcache\ntick()\npop_df = pd.DataFrame({'total': pop, 'other': [3, 4]})",
+    ]
+    probe = "pop.index.names = ['state', 'year']\nlist(pop_df.index.names)"
+    ran, hit = run_twice(ip, cells, probe)
+    assert runs() == 1, "the cached cell should hit after the restart"
+    assert hit == ran, f"after a hit the frame's index names are {hit}, after a run {ran}"
