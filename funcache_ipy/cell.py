@@ -75,6 +75,7 @@ from funcache_ipy.restore import (
     find_kept,
     find_views,
     input_references,
+    kept_references,
     pickle_values,
     pickles,
     rebuild_views,
@@ -397,17 +398,19 @@ class CellCache:
             self.stats[cell.name].last_note = note
             return None
         try:
-            stored, result = (
-                (entry.values, entry.result)
-                if entry.pickled is None
-                else unpickle_values(entry.pickled, namespace)
-            )
+            if entry.pickled is None:  # stored before values referred to live objects
+                in_place, (stored, result) = None, (entry.values, entry.result)
+            else:
+                in_place, (stored, result) = unpickle_values(entry.pickled, namespace)
             values = {var: _revive(value) for var, value in stored.items()}
         except Exception:  # NB. an input gone (UnresolvedInput), a module that now fails
             return None
         if not views_fit(entry.views, values, namespace):
             return None
-        live_of = restore_in_place(namespace, values, entry.mutated)
+        # NB. The values already hold the live objects that take the content in place
+        live_of = restore_in_place(
+            namespace, values if in_place is None else in_place, entry.mutated
+        )
         live_of.update(rebuild_views(entry.views, values, namespace))
         namespace.update(values)
         for var in entry.removed:
@@ -664,8 +667,10 @@ def _collect(
         return None, problem
     unchanged = _unchanged_inputs(analysis, namespace, before, watched, mutated)
     references = input_references(namespace, unchanged, shapes)
+    in_place = kept_references(values, kept, references)
     try:
-        pickled = pickle_values((values, result), references)
+        kept_values = {name: values[name] for name in kept}
+        pickled = pickle_values(kept_values, (values, result), references, in_place)
     except Exception:  # NB. pickling runs arbitrary __reduce__ code
         return None, _unpicklable(values, result, references)
     entry = _Entry(

@@ -55,6 +55,7 @@ __all__ = [
     "find_kept",
     "find_views",
     "input_references",
+    "kept_references",
     "pickle_values",
     "pickles",
     "rebuild_views",
@@ -293,15 +294,11 @@ def _restore_object(live: Any, stored: Any, kept: Kept, merged: dict[int, tuple[
     Children in the ``kept`` slots are restored into the live children, recursively.
     ``merged`` records what went where: a live object reached twice takes one content.
     """
-    kind = _kind(live)
-    if kind is None or type(stored) is not type(live):
+    if not _takes(live, stored):
         return stored
     if id(live) in merged:
         return live if merged[id(live)][1] is stored else stored
-    if kind == "array" and not (
-        live.shape == stored.shape and live.dtype == stored.dtype and live.flags.writeable
-    ):
-        return stored
+    kind = _kind(live)
     merged[id(live)] = (live, stored)
     if kind == "list":
         live[:] = [v for _, v in _restored_children(live, kind, enumerate(stored), kept, merged)]
@@ -323,6 +320,16 @@ def _restore_object(live: Any, stored: Any, kept: Kept, merged: dict[int, tuple[
     else:
         live[...] = stored
     return live
+
+
+def _takes(live: Any, stored: Any) -> bool:
+    """Whether ``live`` can be given ``stored``'s content in place."""
+    kind = _kind(live)
+    if kind is None or type(stored) is not type(live):
+        return False
+    return kind != "array" or (
+        live.shape == stored.shape and live.dtype == stored.dtype and live.flags.writeable
+    )
 
 
 def _restored_children(
@@ -555,9 +562,14 @@ def _view_on(anchor: Any, view: ArrayView) -> Any:
 
 # -- inputs by reference
 
-References: TypeAlias = "dict[int, tuple[tuple[Any, ...], ...]]"
-"""id(an input's object) -> where a hit finds it: paths of a name then steps into it,
-``("part", attribute)`` (a frame's index) or ``("slot", slot)`` (see :func:`_slots`)."""
+References: TypeAlias = "dict[int, tuple[Any, ...]]"
+"""id(an object a stored value refers to) -> where a hit finds it (a persistent id).
+
+``("input", path, ...)``: an input the run left unchanged, at each path (a name, then
+steps into it: ``("part", attribute)``, a frame's index, or ``("slot", slot)``, see
+:func:`_slots`). ``("kept", before, after)``: an object a hit restores in place, found
+live at its path ``before`` the run, its stored content at ``after`` in the kept values.
+"""
 
 # A dict view's type -> the method that makes it from its dict
 _DICT_VIEWS: dict[type, Callable[[dict[Any, Any]], object]] = {
@@ -618,15 +630,15 @@ def input_references(
         input that reaches it (a frame's index, an item of a list). Several names for
         one object must still name one object on a hit: the cell may have used either.
     """
-    references: dict[int, tuple[tuple[Any, ...], ...]] = {}
+    references: References = {}
     names = list(names)
     for name in names:
         value = namespace[name]
-        references[id(value)] = (*references.get(id(value), ()), (name,))
+        references[id(value)] = (*references.get(id(value), ("input",)), (name,))
     for name in names:
         value = namespace[name]
         for part in _part_names(value):
-            references.setdefault(id(getattr(value, part)), ((name, ("part", part)),))
+            references.setdefault(id(getattr(value, part)), ("input", (name, ("part", part))))
         if name in shapes and shapes[name][0] is value:
             _reference_slots(shapes[name][1], (name,), references)
     return references
@@ -635,8 +647,46 @@ def input_references(
 def _reference_slots(shape: _Shape, path: tuple[Any, ...], references: References) -> None:
     for slot, (child, child_shape) in shape.items():
         if id(child) not in references:  # NB. also ends cycles: the path is recorded first
-            references[id(child)] = ((*path, ("slot", slot)),)
+            references[id(child)] = ("input", (*path, ("slot", slot)))
             _reference_slots(child_shape, (*path, ("slot", slot)), references)
+
+
+def kept_references(
+    values: Mapping[str, object], kept: Mapping[str, Kept], references: References
+) -> References:
+    """The objects a hit restores in place (:func:`find_kept`), for other values to
+    refer to the live objects rather than to copies (``b = {"x": data}`` after
+    ``data.append(3)``).
+
+    Args:
+        values: what the run bound or changed, by name.
+        kept: :func:`find_kept` of them.
+        references: :func:`input_references` (an object there stays an input).
+    """
+    found: References = {}
+    for name, name_kept in kept.items():
+        _reference_kept(values[name], name_kept, (name,), (name,), references, found)
+    return found
+
+
+def _reference_kept(
+    obj: Any,
+    kept: Kept,
+    before: tuple[Any, ...],
+    after: tuple[Any, ...],
+    references: References,
+    found: References,
+) -> None:
+    if id(obj) in references or id(obj) in found:
+        return
+    found[id(obj)] = ("kept", before, after)
+    kind = _kind(obj)
+    for slot, (slot_before, child_kept) in kept.items():
+        child = _child(obj, kind, slot)
+        step_before, step_after = ("slot", slot_before), ("slot", slot)
+        _reference_kept(
+            child, child_kept, (*before, step_before), (*after, step_after), references, found
+        )
 
 
 class _ReferencingPickler(_Pickler):
@@ -648,10 +698,10 @@ class _ReferencingPickler(_Pickler):
 
     def __init__(self, file: Any, references: References, **options: Any) -> None:
         super().__init__(file, protocol=5, **options)
-        self._references = references
+        self.references = references
 
-    def persistent_id(self, obj: Any) -> tuple[tuple[Any, ...], ...] | None:
-        return self._references.get(id(obj))
+    def persistent_id(self, obj: Any) -> tuple[Any, ...] | None:
+        return self.references.get(id(obj))
 
     def reducer_override(self, obj: Any) -> Any:
         method = _DICT_VIEWS.get(type(obj))
@@ -688,15 +738,26 @@ def _module_attribute(module: str, name: str) -> object:
     return getattr(importlib.import_module(module), name)
 
 
-def pickle_values(value: object, references: References) -> Pickled:
-    """Pickle ``value`` with the objects in ``references`` by name.
+def pickle_values(
+    kept_values: Mapping[str, object],
+    value: object,
+    references: References,
+    kept: References,
+) -> Pickled:
+    """Pickle the content of the objects a hit restores in place, then ``value`` with
+    ``references`` and those objects (``kept``) by where a hit finds them live.
+
+    One pickler, so an object in both (``x`` after ``data.append(x)``) stays one object.
 
     Raises:
-        Exception: whatever pickling ``value`` raises (unpicklable objects).
+        Exception: whatever pickling raises (unpicklable objects).
     """
     buffers: list[pickle.PickleBuffer] = []
     sink = io.BytesIO()
-    _ReferencingPickler(sink, references, buffer_callback=buffers.append).dump(value)
+    pickler = _ReferencingPickler(sink, references, buffer_callback=buffers.append)
+    pickler.dump(dict(kept_values))
+    pickler.references = {**kept, **references}
+    pickler.dump(value)
     return Pickled(sink.getvalue(), tuple(buffers))
 
 
@@ -713,32 +774,51 @@ class _ResolvingUnpickler(pickle.Unpickler):
     def __init__(self, pickled: Pickled, namespace: Mapping[str, Any]) -> None:
         super().__init__(io.BytesIO(pickled.stream), buffers=pickled.buffers)
         self._namespace = namespace
+        self.kept: list[tuple[Any, tuple[Any, ...]]] = []  # (live object, path in the content)
 
     def persistent_load(self, pid: Any) -> Any:
-        objects = [self._follow(path) for path in pid]
+        if pid[0] == "kept":
+            live = _follow(self._namespace, pid[1])
+            self.kept.append((live, pid[2]))
+            objects = [live]
+        else:
+            objects = [_follow(self._namespace, path) for path in pid[1:]]
         if objects[0] is MISSING or any(obj is not objects[0] for obj in objects):
-            raise UnresolvedInput(" or ".join(map(str, pid)))
+            raise UnresolvedInput(" or ".join(map(str, pid[1:])))
         return objects[0]
 
-    def _follow(self, path: tuple[Any, ...]) -> Any:
-        """The live object at ``path``, or ``MISSING``."""
-        obj = self._namespace.get(path[0], MISSING)
-        for how, step in path[1:]:
-            if obj is MISSING:
-                break
-            if how == "part":
-                obj = getattr(obj, step) if step in _part_names(obj) else MISSING
-            else:
-                obj = _child(obj, _kind(obj), step)
-        return obj
+
+def _follow(namespace: Mapping[str, Any], path: tuple[Any, ...]) -> Any:
+    """The object at ``path`` (a name, then steps into it), or ``MISSING``."""
+    obj = namespace.get(path[0], MISSING)
+    for how, step in path[1:]:
+        if obj is MISSING:
+            break
+        if how == "part":
+            obj = getattr(obj, step) if step in _part_names(obj) else MISSING
+        else:
+            obj = _child(obj, _kind(obj), step)
+    return obj
 
 
-def unpickle_values(pickled: Pickled, namespace: Mapping[str, Any]) -> Any:
+def unpickle_values(pickled: Pickled, namespace: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
     """Unpickle what :func:`pickle_values` stored, its inputs the live ones in ``namespace``.
 
+    Call before changing anything: the objects the value refers to in place are the live
+    ones, which :func:`restore_in_place` must then give the first part's content.
+
+    Returns:
+        The content to restore in place, by name; the value.
+
     Raises:
-        UnresolvedInput: an input it refers to is missing, or its names now bind
-            different objects (the cell must run).
+        UnresolvedInput: an input it refers to is missing, its names now bind different
+            objects, or a live object to restore in place cannot take its content.
         Exception: whatever unpickling raises.
     """
-    return _ResolvingUnpickler(pickled, namespace).load()
+    unpickler = _ResolvingUnpickler(pickled, namespace)
+    kept_values, value = unpickler.load(), unpickler.load()
+    for live, path in unpickler.kept:
+        stored = _follow(kept_values, path)
+        if stored is MISSING or not _takes(live, stored):
+            raise UnresolvedInput(f"{path} cannot be restored in place")
+    return kept_values, value

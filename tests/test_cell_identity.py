@@ -173,3 +173,44 @@ def test_a_frame_built_on_an_input_shares_its_index(ip: InteractiveShell) -> Non
     ran, hit = run_twice(ip, cells, probe)
     assert runs() == 1, "the cached cell should hit after the restart"
     assert hit == ran, f"after a hit the frame's index names are {hit}, after a run {ran}"
+
+
+CHANGED_IN_PLACE = {
+    "list in a dict": ("a = [1, 2]", "a.append(3)\nb = {'x': a}", "a.append(4)\n(b['x'] is a, b)"),
+    "item of a changed list": (
+        "rows = [[1], [2]]",
+        "rows[0].append(5)\nrows.insert(0, [0])\nsecond = {'r': rows[1]}",
+        "rows[1].append(6)\n(second['r'] is rows[1], second, rows)",
+    ),
+    "new object put into a changed list": (
+        "rows = [[1]]",
+        "new = [9]\nrows.append(new)",
+        "new.append(10)\n(rows[-1] is new, rows)",
+    ),
+    "attribute of a changed instance": (
+        "class Config:\n    pass\ncfg = Config()\ncfg.params = [1]",
+        "cfg.params.append(2)\ncfg.name = 'x'\nkept = [cfg.params, cfg]",
+        "cfg.params.append(3)\n(kept[0] is cfg.params, kept[1] is cfg, kept[0], cfg.name)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CHANGED_IN_PLACE, ids=list(CHANGED_IN_PLACE))
+def test_an_input_changed_in_place_is_the_live_one_in_other_values(
+    ip: InteractiveShell, case: str
+) -> None:
+    setup, cell, probe = CHANGED_IN_PLACE[case]
+    ran, hit = run_twice(ip, [setup, f"%%funcache\ntick()\n{cell}"], probe)
+    assert runs() == 1, "the cached cell should hit after the restart"
+    assert hit == ran, f"after a hit {probe!r} gives {hit}, after a run {ran} (a copy)"
+
+
+def test_an_array_the_cell_reshapes_in_place_makes_it_run(ip: InteractiveShell) -> None:
+    """The live array cannot take the stored content in place: the cell runs."""
+    pytest.importorskip("numpy")
+    cells = [
+        "import numpy as np\ngrid = np.arange(6.0)",
+        "%%funcache\ntick()\ngrid.shape = (2, 3)\nheld = [grid]",
+    ]
+    ran, hit = run_twice(ip, cells, "(held[0] is grid, grid.shape)")
+    assert hit == ran == (True, (2, 3)), f"after a hit {hit}, after a run {ran}"
