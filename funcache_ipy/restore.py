@@ -689,19 +689,15 @@ def _reference_kept(
         )
 
 
-class _ReferencingPickler(_Pickler):
-    """The store's pickler, with the ``references`` pickled by name.
+class _ValuesPickler(_Pickler):
+    """The store's pickler, with a few objects pickled as what they are to a hit.
 
     Dict views (``d.keys()``) pickle as the view of their dict, so a view of an input
     stays a view of the live dict.
     """
 
-    def __init__(self, file: Any, references: References, **options: Any) -> None:
+    def __init__(self, file: Any, **options: Any) -> None:
         super().__init__(file, protocol=5, **options)
-        self.references = references
-
-    def persistent_id(self, obj: Any) -> tuple[Any, ...] | None:
-        return self.references.get(id(obj))
 
     def reducer_override(self, obj: Any) -> Any:
         method = _DICT_VIEWS.get(type(obj))
@@ -713,6 +709,21 @@ class _ReferencingPickler(_Pickler):
         if named is not None:
             return _module_attribute, named
         return super().reducer_override(obj)
+
+
+class _ReferencingPickler(_ValuesPickler):
+    """:class:`_ValuesPickler` with the ``references`` pickled by where a hit finds them.
+
+    NB. ``persistent_id`` is a Python call for every object pickled, several times the
+    cost of pickling a float: used only when there is something to refer to.
+    """
+
+    def __init__(self, file: Any, references: References, **options: Any) -> None:
+        super().__init__(file, **options)
+        self.references = references
+
+    def persistent_id(self, obj: Any) -> tuple[Any, ...] | None:
+        return self.references.get(id(obj))
 
 
 def _exhausted(iterator: Any) -> bool:
@@ -754,9 +765,14 @@ def pickle_values(
     """
     buffers: list[pickle.PickleBuffer] = []
     sink = io.BytesIO()
-    pickler = _ReferencingPickler(sink, references, buffer_callback=buffers.append)
-    pickler.dump(dict(kept_values))
-    pickler.references = {**kept, **references}
+    if not references and not kept:
+        pickler = _ValuesPickler(sink, buffer_callback=buffers.append)
+        pickler.dump(dict(kept_values))
+    else:
+        referencing = _ReferencingPickler(sink, references, buffer_callback=buffers.append)
+        referencing.dump(dict(kept_values))
+        referencing.references = {**kept, **references}
+        pickler = referencing
     pickler.dump(value)
     return Pickled(sink.getvalue(), tuple(buffers))
 
