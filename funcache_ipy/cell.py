@@ -41,7 +41,6 @@ import importlib
 import io
 import os
 import pathlib
-import pickle
 import re
 import sys
 import time
@@ -61,7 +60,6 @@ from funcache_ipy.capture import (
     replay_outputs,
 )
 from funcache_ipy.decorator import is_enabled
-from funcache_ipy.envelope import Discard, out_of_band
 from funcache_ipy.file_sets import FileSetIndex
 from funcache_ipy.files import FileState, display_path
 from funcache_ipy.fingerprint import fingerprint_names, hash_content, remember_stored
@@ -73,13 +71,20 @@ from funcache_ipy.origins import find_spec_quietly, is_local_file
 from funcache_ipy.restore import (
     ArrayView,
     Kept,
+    Pickled,
+    References,
     Shapes,
     find_kept,
     find_views,
+    input_references,
+    kept_references,
+    pickle_values,
+    pickles,
     rebuild_views,
     record_shapes,
     restore_in_place,
     shared_by_others,
+    unpickle_values,
     views_fit,
 )
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store
@@ -104,7 +109,11 @@ class _ModuleRef:
 
 @dataclass(frozen=True)
 class _Entry:
-    """What one cell run leaves behind; the value stored under the cell's key."""
+    """What one cell run leaves behind; the value stored under the cell's key.
+
+    Stored without ``values`` and ``result``: ``pickled`` holds them, with the inputs
+    they refer to pickled by name (see :mod:`funcache_ipy.restore`).
+    """
 
     values: dict[str, object]  # modules as _ModuleRef
     mutated: dict[str, Kept]  # names (in values) still on their pre-run object: restored into it
@@ -116,6 +125,13 @@ class _Entry:
     state: bool  # the run changed process state, stored apart under keys.state_key
     # Global generators the run drew from unseeded -> digest of the state it started from
     random_inputs: dict[str, str]
+    pickled: Pickled | None = None  # (values, result); None in entries stored before it
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(vars(self))
+        if self.pickled is not None:
+            del state["values"], state["result"]
+        return state
 
 
 @dataclass(frozen=True)
@@ -387,17 +403,24 @@ class CellCache:
             self.stats[cell.name].last_note = note
             return None
         try:
-            values = {var: _revive(value) for var, value in entry.values.items()}
-        except ImportError:
+            if entry.pickled is None:  # stored before values referred to live objects
+                in_place, (stored, result) = None, (entry.values, entry.result)
+            else:
+                in_place, (stored, result) = unpickle_values(entry.pickled, namespace)
+            values = {var: _revive(value) for var, value in stored.items()}
+        except Exception:  # NB. an input gone (UnresolvedInput), a module that now fails
             return None
         if not views_fit(entry.views, values, namespace):
             return None
-        live_of = restore_in_place(namespace, values, entry.mutated)
+        # NB. The values already hold the live objects that take the content in place
+        live_of = restore_in_place(
+            namespace, values if in_place is None else in_place, entry.mutated
+        )
         live_of.update(rebuild_views(entry.views, values, namespace))
         namespace.update(values)
         for var in entry.removed:
             namespace.pop(var, None)
-        return dataclasses.replace(entry, result=live_of.get(id(entry.result), entry.result))
+        return dataclasses.replace(entry, values=values, result=live_of.get(id(result), result))
 
     def _explain_import_failure(
         self, name: str, exc: ImportError, namespace: Mapping[str, Any]
@@ -659,34 +682,62 @@ def _collect(
     views, problem = find_views(stored, {n: value for n, (value, _) in shapes.items()})
     if problem is not None:
         return None, problem
-    entry = _Entry(
-        values, kept, views, removed, result, capture.outputs, seconds, state_changed, random_inputs
-    )
-    problem = _unpicklable(entry)
-    return (None, problem) if problem is not None else (entry, None)
-
-
-def _unpicklable(entry: _Entry) -> str | None:
-    """Why ``entry`` cannot be pickled, naming the variable; ``None`` if it can.
-
-    NB. A dry run into a sink: numpy/pandas buffers go out-of-band, so they cost nothing.
-    """
-    if _pickles(entry):
-        return None
-    for name, value in entry.values.items():
-        if not _pickles(value):
-            return f"variable `{name}` (type {type(value).__name__}) cannot be pickled"
-    if not _pickles(entry.result):
-        return f"the cell's value (type {type(entry.result).__name__}) cannot be pickled"
-    return "its displayed output cannot be pickled"
-
-
-def _pickles(value: object) -> bool:
+    unchanged = _unchanged_inputs(analysis, namespace, before, watched, mutated)
+    references = input_references(namespace, unchanged, shapes)
+    in_place = kept_references(values, kept, references)
     try:
-        pickle.Pickler(Discard(), protocol=5, buffer_callback=out_of_band).dump(value)
+        kept_values = {name: values[name] for name in kept}
+        pickled = pickle_values(kept_values, (values, result), references, in_place)
     except Exception:  # NB. pickling runs arbitrary __reduce__ code
-        return False
-    return True
+        return None, _unpicklable(values, result, references)
+    entry = _Entry(
+        values,
+        kept,
+        views,
+        removed,
+        result,
+        capture.outputs,
+        seconds,
+        state_changed,
+        random_inputs,
+        pickled,
+    )
+    if not pickles(entry, {}):
+        return None, "its displayed output cannot be pickled"
+    return entry, None
+
+
+def _unchanged_inputs(
+    analysis: CellAnalysis,
+    namespace: Mapping[str, Any],
+    before: Mapping[str, int],
+    watched: Mapping[str, bytes],
+    mutated: Sequence[str],
+) -> list[str]:
+    """Inputs a hit finds live as the run left them: still bound to the object they named
+    before the run, and either mutable with the content they had (their key's content),
+    or functions, classes and modules (keyed by code; pickled by name anyway).
+
+    Immutable values are left out: their identity tells nothing, and two names for one
+    small int would have to name one object again on a hit.
+    """
+    names = []
+    skip = {*analysis.bound, *mutated}
+    for name in dict.fromkeys([*analysis.inputs, *watched]):
+        value = namespace.get(name, MISSING)
+        if value is MISSING or name in skip or before.get(name) != id(value):
+            continue
+        if watched.get(name, b"") != b"" or (name not in watched and _is_code(value)):
+            names.append(name)
+    return names
+
+
+def _unpicklable(values: Mapping[str, object], result: object, references: References) -> str:
+    """Why the values or the result cannot be pickled, naming the variable."""
+    for name, value in values.items():
+        if not pickles(value, references):
+            return f"variable `{name}` (type {type(value).__name__}) cannot be pickled"
+    return f"the cell's value (type {type(result).__name__}) cannot be pickled"
 
 
 def _announce(entry: _Entry, analysis: CellAnalysis, quiet: bool, restored: Sequence[str]) -> None:

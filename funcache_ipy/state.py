@@ -27,6 +27,7 @@ import os
 import pickle
 import random
 import sys
+import types
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ __all__ = [
     "apply",
     "changes",
     "fits",
+    "generator_function",
     "random_differs",
     "random_inputs",
     "random_states",
@@ -155,38 +157,54 @@ def seeds_watched(
     run's numbers follow from the seed alone. Yields, per generator seeded, whether its
     first seed came before any draw.
 
-    NB. Only calls through the modules are seen (``np.random.seed``); a ``seed`` bound
-    before the run (``from random import seed`` in an earlier cell) is not, which makes
-    its generator an input: a needless miss at worst, never a stale hit. A name the cell
-    binds to a wrapper (``from random import seed``) is bound to the original after.
+    Reading or setting a generator's state before seeding it (``getstate``/``setstate``,
+    ``get_state``/``set_state``) counts as a draw: the state read *is* the starting
+    state, and ``s = get_state()``, draws, ``set_state(s)`` leaves the generator as it
+    began although its numbers followed from where it started.
+
+    NB. Only calls through the modules are seen (``np.random.seed``). A name bound to
+    one of these functions before the run (``from random import seed`` in an earlier
+    cell) is a cell input, and keys with its generator's state (a method's ``__self__``):
+    a needless miss at worst, never a stale hit. A name the cell binds to a wrapper
+    (``from random import seed``) is bound to the original after.
     """
     first_seed: dict[str, bool] = {}
-    owners: list[tuple[str, Any, Callable[[], Any]]] = [(_RANDOM_MODULE, random, random.getstate)]
+    owners: list[tuple[str, Any, Callable[[], Any], tuple[str, str]]] = [
+        (_RANDOM_MODULE, random, random.getstate, ("getstate", "setstate"))
+    ]
     numpy = _module("numpy")
     if numpy is not _ABSENT:
-        owners.append((_NUMPY_RANDOM, numpy.random, numpy.random.get_state))
-    wrapped: list[tuple[Any, Any, Any]] = []
-    for label, owner, read in owners:
-        original = owner.seed
+        owners.append(
+            (_NUMPY_RANDOM, numpy.random, numpy.random.get_state, ("get_state", "set_state"))
+        )
+    wrapped: list[tuple[Any, str, Any, Any]] = []
+    for label, owner, read, state_functions in owners:
 
-        @functools.wraps(original)
-        def seed(
-            *args: Any, _original: Any = original, _label: str = label, _read: Any = read, **kw: Any
-        ) -> Any:
+        def seeded(_label: str = label, _read: Any = read) -> None:
             if _label not in first_seed:
                 first_seed[_label] = _label in before and _same(_read(), before[_label])
-            return _original(*args, **kw)
 
-        owner.seed = seed
-        wrapped.append((owner, original, seed))
+        def read_or_set(_label: str = label) -> None:
+            first_seed.setdefault(_label, False)
+
+        for name, note in [("seed", seeded), *((n, read_or_set) for n in state_functions)]:
+            original = getattr(owner, name)
+
+            @functools.wraps(original)
+            def watched(*args: Any, _original: Any = original, _note: Any = note, **kw: Any) -> Any:
+                _note()
+                return _original(*args, **kw)
+
+            setattr(owner, name, watched)
+            wrapped.append((owner, name, original, watched))
     try:
         yield first_seed
     finally:
-        for owner, original, seed in wrapped:
-            owner.seed = original
-            for name, value in list(namespace.items()):
-                if value is seed:
-                    namespace[name] = original
+        for owner, name, original, watched in wrapped:
+            setattr(owner, name, original)
+            for bound, value in list(namespace.items()):
+                if value is watched:
+                    namespace[bound] = original
 
 
 def random_inputs(
@@ -195,8 +213,8 @@ def random_inputs(
     """The generators whose starting state a run's results follow from, with its digest.
 
     A generator counts unless the run seeded it before drawing (:func:`seeds_watched`):
-    when the run seeded it after drawing (which may leave it as it began), or changed it
-    without seeding it (drew numbers).
+    when the run seeded it after drawing or read or set its state first (either may
+    leave it as it began), or changed it without seeding it (drew numbers).
     """
     inputs = {}
     for label in _RANDOM_LABELS:
@@ -215,6 +233,31 @@ def random_differs(inputs: Mapping[str, str], current: Mapping[str, Any]) -> str
         if _state_digest(current.get(label, _ABSENT)) != digest:
             return label
     return None
+
+
+def generator_function(obj: object) -> tuple[str, str] | None:
+    """``(module, name)`` if ``obj`` is a function of a global generator's module.
+
+    ``random.seed`` and ``np.random.rand`` are methods of the generator behind the
+    module: pickled as such, a hit would bind a name to a method of a *copy* of it, and
+    ``seed(0)`` after the hit would no longer seed the global generator.
+    """
+    if type(obj) not in (types.MethodType, types.BuiltinMethodType):
+        return None
+    owner, name = getattr(obj, "__self__", None), getattr(obj, "__name__", "")
+    for module_name, generator in _global_generators():
+        if owner is generator and getattr(sys.modules[module_name], name, None) is obj:
+            return module_name, name
+    return None
+
+
+def _global_generators() -> list[tuple[str, Any]]:
+    """The global generators by the module that exposes their methods."""
+    generators = [("random", random._inst)]
+    numpy = _module("numpy")
+    if numpy is not _ABSENT:
+        generators.append(("numpy.random", numpy.random.mtrand._rand))
+    return generators
 
 
 def _state_digest(value: Any) -> str:
