@@ -1,8 +1,10 @@
-"""Command line entry point: ``python -m funcache_ipy demo``.
+"""Command line entry point: ``python -m funcache_ipy demo`` and ``python -m funcache_ipy key``.
 
 A newcomer should see what the package is for in ten seconds, without opening Jupyter:
 ``demo`` runs the bundled quickstart notebook twice in a real kernel, restarting it in
-between, and prints how much the cache saved per cell.
+between, and prints how much the cache saved per cell. ``key`` prints this user's public
+signing key, the one line a teammate adds to ``FUNCACHE_IPY_TRUST`` to accept the
+entries this user shares.
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     demo.set_defaults(run=_demo)
+    key = commands.add_parser(
+        "key",
+        help="print your public signing key (for your team's FUNCACHE_IPY_TRUST)",
+        description=(
+            "Print the public half of your signing key as one line (creating the key, "
+            "owner-only, beside your secret key on first use). Teammates who add it to "
+            "FUNCACHE_IPY_TRUST accept the shared-cache entries you sign. Needs the s3 "
+            'extra: pip install "funcache_ipy[s3]".'
+        ),
+    )
+    key.set_defaults(run=_key)
     return parser
 
 
@@ -39,6 +52,18 @@ def _demo() -> int:
     from funcache_ipy.demo import run_demo
 
     return run_demo()
+
+
+def _key() -> int:
+    from funcache_ipy.signing import Signer
+
+    try:
+        signer = Signer.load()
+    except (ImportError, OSError) as exc:
+        print(f"funcache_ipy: {exc}", file=sys.stderr)
+        return 1
+    print(signer.public.text())
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

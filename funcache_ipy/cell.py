@@ -129,8 +129,9 @@ class _Entry:
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(vars(self))
-        if self.pickled is not None:
-            del state["values"], state["result"]
+        if self.pickled is not None:  # NB. an entry read back has neither: it may be stored again
+            state.pop("values", None)
+            state.pop("result", None)
         return state
 
 

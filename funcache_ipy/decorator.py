@@ -32,6 +32,7 @@ from funcache_ipy.hashing import UnhashableError, hash_items, hash_value
 from funcache_ipy.hashing_stream import hash_bytes
 from funcache_ipy.keys import Explanation, call_key, explain_manifests
 from funcache_ipy.lease import announce_wait, lease
+from funcache_ipy.remote import RemoteSpec
 from funcache_ipy.stand_ins import stand_in
 from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store, open_store
 from funcache_ipy.walk import shown_value
@@ -110,6 +111,7 @@ def cache(
     directory: str | None = None,
     version: str | None = None,
     files: Iterable[str] = (),
+    remote: str | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
 
@@ -121,6 +123,7 @@ def cache(
     directory: str | None = None,
     version: str | None = None,
     files: Iterable[str] = (),
+    remote: str | None = None,
 ) -> Any:
     """Cache a function's results on disk, keyed on its arguments and its code.
 
@@ -140,6 +143,9 @@ def cache(
         files: glob patterns (relative to the cwd at call time; a directory counts by
             all its files) of files read by code Python's ``open`` does not see
             (pyarrow, h5py, C extensions), hashed into the key before each run.
+        remote: fsspec URL of a shared tier (``s3://bucket/prefix``, ``file:///mnt/x``)
+            behind the local directory; default ``FUNCACHE_IPY_REMOTE``, read at each
+            call. Entries are signed; see the README's "Share a cache with your team".
 
     Returns:
         A wrapper with the same name, docstring and signature, plus ``cache_info()``,
@@ -155,10 +161,10 @@ def cache(
         files = [files]  # one pattern, not its characters
     if func is None:
         return functools.partial(
-            cache, ignore=ignore, directory=directory, version=version, files=files
+            cache, ignore=ignore, directory=directory, version=version, files=files, remote=remote
         )
     kind = AsyncCachedFunction if inspect.iscoroutinefunction(func) else CachedFunction
-    return kind(func, frozenset(ignore), directory, version, tuple(files))
+    return kind(func, frozenset(ignore), directory, version, tuple(files), remote)
 
 
 # The modules a script's functions live in: ``__mp_main__`` is the script re-imported by a
@@ -227,6 +233,7 @@ class CachedFunction(Generic[P, R]):
         directory: str | None,
         version: str | None,
         files: tuple[str, ...] = (),
+        remote: str | RemoteSpec | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"cache() expects a function, got {type(func).__name__}")
@@ -251,6 +258,7 @@ class CachedFunction(Generic[P, R]):
         self._directory = directory
         self._version = version
         self._files = files
+        self._remote = remote
         self._tracker = Tracker(func)
         self._file_sets = FileSetIndex()
         self._hits = 0
@@ -310,6 +318,7 @@ class CachedFunction(Generic[P, R]):
             self._version,
             self.__qualname__,
             self._files,
+            self._worker_remote(),
         )
         return (_rebuild, (self._pickled_function(), *options))
 
@@ -342,9 +351,21 @@ class CachedFunction(Generic[P, R]):
     def _worker_directory(self) -> str | None:
         """The parent's resolved cache directory, so workers in another cwd share it."""
         try:
-            return str(open_store(self._directory).directory)
+            return str(self._open_store().directory)
         except OSError:
             return self._directory
+
+    def _worker_remote(self) -> str | RemoteSpec | None:
+        """The parent's remote and trusted keys, so workers share its remote tier."""
+        try:
+            tier = self._open_store().remote
+        except OSError:
+            return self._remote
+        return tier.for_worker() if tier is not None else self._remote
+
+    def _open_store(self) -> Store:
+        """This function's store, with its remote tier (see :func:`open_store`)."""
+        return open_store(self._directory, self._remote)
 
     if not TYPE_CHECKING:  # NB. else a type checker would accept any attribute
 
@@ -362,7 +383,7 @@ class CachedFunction(Generic[P, R]):
         __tracebackhide__ = True
         call = self._key(args, kwargs)
         try:
-            call.store = open_store(self._directory)
+            call.store = self._open_store()
         except OSError as exc:  # an unusable cache directory must not stop the computation
             warnings.warn(
                 f"{exc}; running {self.cache_name} uncached", FuncacheWarning, stacklevel=3
@@ -564,7 +585,7 @@ class CachedFunction(Generic[P, R]):
 
     def cache_info(self) -> CacheInfo:
         """Hits and misses in this process, entries and bytes stored for this function."""
-        entries = open_store(self._directory).entries(self.cache_name)
+        entries = self._open_store().entries(self.cache_name)
         results = [meta for _, meta in entries if not file_sets.is_record(meta)]
         return CacheInfo(
             self._hits, self._misses, len(results), sum(meta.size for _, meta in entries)
@@ -572,7 +593,7 @@ class CachedFunction(Generic[P, R]):
 
     def seconds_saved(self, keys: Iterable[str]) -> float:
         """What computing the entries ``keys`` took when they were stored (hits saved it)."""
-        store = open_store(self._directory)
+        store = self._open_store()
         metas = [store.meta(key) for key in keys]
         return sum(meta.compute_seconds for meta in metas if meta is not None)
 
@@ -582,20 +603,20 @@ class CachedFunction(Generic[P, R]):
         Resets the hit and miss counts too, as ``functools`` does.
         """
         self._hits = self._misses = 0
-        return open_store(self._directory).clear(self.cache_name)
+        return self._open_store().clear(self.cache_name)
 
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Recompute this call and overwrite its entry (for ``async`` functions: await it)."""
         __tracebackhide__ = True
         call = self._key(args, kwargs)
-        call.store = open_store(self._directory)
+        call.store = self._open_store()
         return self._compute(call, args, kwargs)
 
     def explain(self, *args: P.args, **kwargs: P.kwargs) -> Explanation:
         """Would this call hit? If not, which dependency or argument differs, and how."""
         __tracebackhide__ = True
         call = self._key(args, kwargs)
-        store = open_store(self._directory)
+        store = self._open_store()
         if store.meta(call.key) is not None:
             return Explanation(self.cache_name, hit=True)
         sets = self._file_sets.stored(store, call.key)
@@ -614,7 +635,7 @@ class CachedFunction(Generic[P, R]):
         key, manifest = self._last
         if manifest is None:
             return Explanation(self.cache_name, hit=True)
-        return self._explain_miss(open_store(self._directory), key, manifest)
+        return self._explain_miss(self._open_store(), key, manifest)
 
     def _explain_miss(self, store: Store, key: str, manifest: dict[str, list[str]]) -> Explanation:
         others = file_sets.other_results(store, self.cache_name, key)
@@ -671,6 +692,7 @@ def _rebuild(
     version: str | None,
     qualname: str,
     files: tuple[str, ...] = (),
+    remote: str | RemoteSpec | None = None,
 ) -> CachedFunction[Any, Any]:
     """Unpickle a cached function: this process's own wrapper if it has one, else a new one."""
     existing = _resolve(getattr(func, "__module__", "") or "", qualname)
@@ -682,4 +704,4 @@ def _rebuild(
     if isinstance(func, types.FunctionType) and func.__qualname__ != qualname:
         func.__qualname__ = qualname  # a twin copied by value: give it its own name back
     kind = AsyncCachedFunction if inspect.iscoroutinefunction(func) else CachedFunction
-    return kind(func, ignore, directory, version, files)
+    return kind(func, ignore, directory, version, files, remote)

@@ -30,6 +30,7 @@ from traitlets import Bool, Bunch, Int, Unicode, observe
 from funcache_ipy import decorator, file_sets, summary
 from funcache_ipy.analysis import analyze_cell
 from funcache_ipy.cell import CellCache, is_cell_entry
+from funcache_ipy.remote import REMOTE_ENV, TRUST_ENV
 from funcache_ipy.store import (
     DEFAULT_OUTPUT_LIMIT,
     DEFAULT_SIZE_LIMIT,
@@ -77,6 +78,22 @@ class FuncacheMagics(Magics):
         "entry, so that a hit puts it back; a bigger one must be left as the run wrote it.",
     ).tag(config=True)
 
+    remote = Unicode(
+        None,
+        allow_none=True,
+        help="fsspec URL of a shared cache behind the local one (s3://bucket/prefix, "
+        "gs://..., file:///mnt/shared/cache), exported as $FUNCACHE_IPY_REMOTE like "
+        'directory. Needs: pip install "funcache_ipy[s3]".',
+    ).tag(config=True)
+    trust = Unicode(
+        None,
+        allow_none=True,
+        help="Comma-separated public keys (python -m funcache_ipy key) whose shared entries "
+        "are accepted besides your own; exported as $FUNCACHE_IPY_TRUST.",
+    ).tag(config=True)
+
+    # Environment variable -> its value before remote/trust set it (see _export_sharing).
+    _shared_before: dict[str, str | None] | None = None
     # ($FUNCACHE_IPY_DIR before ``directory`` was exported, the value exported); None: not
     # exported. NB. A class default: the observer first runs while traitlets loads config.
     _exported: tuple[str | None, str] | None = None
@@ -93,7 +110,7 @@ class FuncacheMagics(Magics):
 
     def store(self) -> Store:
         """The configured store, with this limit (shared with ``@cache`` functions using it)."""
-        store = open_store(self.directory)
+        store = open_store(self.directory, self.remote)
         store.size_limit = self.size_limit
         store.output_limit = self.output_limit
         return store
@@ -114,6 +131,19 @@ class FuncacheMagics(Magics):
         os.environ[ENV_VAR] = change["new"]
         self._exported = (before, change["new"])
         self._limit_store()
+
+    @observe("remote", "trust")
+    def _export_sharing(self, change: Bunch) -> None:
+        """Export ``remote``/``trust`` like ``directory``: ``@cache`` functions read them."""
+        variable = REMOTE_ENV if change["name"] == "remote" else TRUST_ENV
+        if self._shared_before is None:
+            self._shared_before = {}
+        before = self._shared_before.setdefault(variable, os.environ.get(variable))
+        value = change["new"] if change["new"] is not None else before
+        if value is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = value
 
     @observe("size_limit", "output_limit")
     def _limit_changed(self, change: Bunch) -> None:
@@ -140,7 +170,13 @@ class FuncacheMagics(Magics):
                 print(line)
 
     def restore_environment(self) -> None:
-        """Put ``$FUNCACHE_IPY_DIR`` back as it was before ``directory`` set it."""
+        """Put ``$FUNCACHE_IPY_DIR`` (and the remote's variables) back as they were."""
+        for variable, before in (self._shared_before or {}).items():
+            if before is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = before
+        self._shared_before = None
         if self._exported is None:
             return
         (before, exported), self._exported = self._exported, None
@@ -242,6 +278,12 @@ class FuncacheMagics(Magics):
         help="what to do (default: info)",
     )
     @argument("name", nargs="?", help="a cached function or cell, for clear and explain")
+    @argument(
+        "--remote",
+        action="store_true",
+        help="with clear: also delete your own entries on the shared cache (others' entries "
+        "are never touched; the bucket's lifecycle rules expire them)",
+    )
     @line_magic("funcache")  # type: ignore[arg-type]  # IPython types it as a union
     def funcache_line(self, line: str) -> None:
         """Show and control the cache of @cache functions and %%funcache cells.
@@ -249,7 +291,8 @@ class FuncacheMagics(Magics):
         ``%funcache info``: cache directory, entries, size on disk (and orphan files
         left by interrupted writes); per function and cell, its entries, the files they
         depend on (a range when entries differ) and this session's hits and misses.
-        ``%funcache clear [NAME]``: delete every entry, or those of one function or cell.
+        ``%funcache clear [NAME]``: delete every entry, or those of one function or cell,
+        from the local cache; ``--remote`` also deletes those you signed on the shared cache.
         ``%funcache off`` / ``on``: run cached functions and cells without / with the
         cache. ``%funcache explain NAME``: why the last call of a function or run of a
         cell missed (what changed, old -> new).
@@ -261,10 +304,12 @@ class FuncacheMagics(Magics):
         args = parse_argstring(self.funcache_line, line)
         if args.action in ("info", "off", "on") and args.name is not None:
             raise UsageError(f"%funcache {args.action} takes no name (got {args.name!r})")
+        if args.remote and args.action != "clear":
+            raise UsageError(f"--remote goes with %funcache clear, not {args.action}")
         if args.action == "info":
             display(self.report())
         elif args.action == "clear":
-            self.clear(args.name)
+            self.clear(args.name, remote=args.remote)
         elif args.action in ("off", "on"):
             decorator.set_enabled(args.action == "on")
             state = "on" if decorator.is_enabled() else "off: functions and cells just run"
@@ -301,22 +346,35 @@ class FuncacheMagics(Magics):
             sorted(rows.values()),
         )
 
-    def clear(self, name: str | None) -> None:
-        """``%funcache clear [NAME]``."""
+    def clear(self, name: str | None, remote: bool = False) -> None:
+        """``%funcache clear [NAME] [--remote]``."""
         store = self.store()
+        if remote and store.remote is None:
+            raise UsageError(
+                "%funcache clear --remote: no shared cache is configured "
+                f"(set ${REMOTE_ENV} or %config FuncacheMagics.remote)"
+            )
         functions = _current_functions(self.shell.user_ns)
         if name is None:
             removed = store.clear() + sum(fn.cache_clear() for fn in functions.values())
             print(
                 f"funcache: removed {_plural(removed, 'entry', 'entries')} from {store.directory}"
             )
-            return
-        known = {meta.name for _, meta in store.entries()} | set(functions) | set(self.cells.stats)
-        target = _resolve(name, known, "is cached")
-        removed = store.clear(target)
-        if target in functions:
-            removed += functions[target].cache_clear()
-        print(f"funcache: removed {_plural(removed, 'entry', 'entries')} of {target}")
+        else:
+            known = (
+                {meta.name for _, meta in store.entries()} | set(functions) | set(self.cells.stats)
+            )
+            name = _resolve(name, known, "is cached")
+            removed = store.clear(name)
+            if name in functions:
+                removed += functions[name].cache_clear()
+            print(f"funcache: removed {_plural(removed, 'entry', 'entries')} of {name}")
+        if remote and store.remote is not None:
+            shared = store.remote.clear(name)
+            print(
+                f"funcache: removed {_plural(shared, 'entry', 'entries')} you shared "
+                f"on {store.remote.url}"
+            )
 
     def explain(self, name: str | None) -> None:
         """``%funcache explain NAME``."""

@@ -47,6 +47,7 @@ from funcache_ipy.database import (
     referenced_files,
 )
 from funcache_ipy.envelope import CorruptEnvelope, Envelope, Sealer, load_secret, secret_path
+from funcache_ipy.remote import REMOTE_ENV, RemoteSpec, RemoteTier, tier_for
 from funcache_ipy.safedir import SafeDir, UnsafePath
 
 __all__ = [
@@ -327,6 +328,8 @@ class Store:
     """
 
     directory: Path
+    # The shared tier asked on a local miss and given what is stored (see open_store).
+    remote: RemoteTier | None = None
 
     def __init__(
         self, directory: str | os.PathLike[str], *, size_limit: int = DEFAULT_SIZE_LIMIT
@@ -405,7 +408,7 @@ class Store:
             )
             return MISSING
         if data is MISSING:
-            return MISSING
+            return MISSING if self.remote is None else self._fill_from_remote(self.remote, key)
         try:
             stream, buffers = self._sealer.unseal(data, key)
             if len(data) >= _HOT_ENTRY_LIMIT:
@@ -419,8 +422,9 @@ class Store:
         self._hot.put(key, hot, len(data))
         return value
 
-    def set(self, key: str, value: object, meta: EntryMeta) -> bool:
-        """Store ``value`` under ``key`` with ``meta`` (its ``size`` is filled in here).
+    def set(self, key: str, value: object, meta: EntryMeta, *, share: bool = True) -> bool:
+        """Store ``value`` under ``key`` with ``meta`` (its ``size`` is filled in here);
+        ``share``: upload it to the remote tier too, if there is one.
 
         Returns:
             Whether the value was stored. ``False`` (with a :class:`FuncacheWarning`)
@@ -448,6 +452,8 @@ class Store:
             self._hot.discard(key)
             self._storage_failed("write", exc, failure)
             return False
+        if share and self.remote is not None:
+            self.remote.put(key, envelope.stream, envelope.buffers, tag)
         if envelope.size < _HOT_ENTRY_LIMIT:
             hot = (envelope.stream, tuple(bytes(buffer) for buffer in envelope.buffers))
             self._hot.put(key, hot, envelope.size)
@@ -464,6 +470,8 @@ class Store:
                 "read", exc, f"cannot read the funcache_ipy cache in {self.directory}"
             )
             return None
+        if tag is None and self.remote is not None:
+            tag = self.remote.meta(key)
         return _parse_meta(tag)
 
     def entries(self, name: str | None = None) -> list[tuple[str, EntryMeta]]:
@@ -549,6 +557,19 @@ class Store:
         """
         self._hot.clear()
         self._database.cache.close()
+
+    def _fill_from_remote(self, remote: RemoteTier, key: str) -> object:
+        """A local miss: the remote tier's verified value, also stored here; else MISSING."""
+        found = remote.get(key)
+        meta = _parse_meta(found[2]) if found is not None else None
+        if found is None or meta is None:
+            return MISSING
+        try:
+            value = pickle.loads(found[0], buffers=found[1])
+        except Exception:  # NB. signed by a trusted key, yet not loadable here (versions)
+            return MISSING
+        self.set(key, value, meta, share=False)
+        return value
 
     def _open(self) -> None:
         """Open the directory (creating it 0o700, with a ``.gitignore`` of ``*``) and database.
@@ -673,13 +694,19 @@ _stores_by_path: dict[Path, Store] = {}
 _stores_lock = threading.Lock()
 
 
-def open_store(directory: str | os.PathLike[str] | None = None) -> Store:
+def open_store(
+    directory: str | os.PathLike[str] | None = None, remote: str | RemoteSpec | None = None
+) -> Store:
     """The process's one :class:`Store` for ``directory``, opening it on first use.
 
     ``None`` means ``$FUNCACHE_IPY_DIR`` if set, else ``./.funcache``, read at each call
     (so ``%env`` or ``%cd`` take effect). Called on every cached call, so the common case
     is one dictionary lookup; resolving the path only happens on first use. Spellings
     that resolve to the same real directory share one store, and so one size limit.
+
+    Its remote tier is ``remote``, else ``$FUNCACHE_IPY_REMOTE``, read at each call too
+    (NB. one remote per store at a time: a function with a remote= of its own should
+    also have a directory= of its own).
 
     Raises:
         OSError: the directory or the secret key cannot be created; the message says how.
@@ -696,6 +723,9 @@ def open_store(directory: str | os.PathLike[str] | None = None) -> Store:
                 store = Store(path)
                 _stores_by_path[path] = store
             _stores_by_argument[argument] = store
+    remote = remote or os.environ.get(REMOTE_ENV) or None
+    if remote is not None or store.remote is not None:
+        store.remote = None if remote is None else tier_for(remote, _warn)
     return store
 
 

@@ -732,7 +732,7 @@ def test_help_is_the_magic_arguments_docstring(ip: InteractiveShell) -> None:
     line_help = manager.magics["line"]["funcache"].__doc__
     assert "%%funcache [-r] [-q] [--name NAME]" in cell_help
     assert "--refresh" in cell_help and "restores its results" in cell_help
-    assert "%funcache [{info,clear,off,on,explain}] [name]" in line_help
+    assert "%funcache [--remote] [{info,clear,off,on,explain}] [name]" in line_help
 
 
 # ----------------------------------------------------------------- load and unload
