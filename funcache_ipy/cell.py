@@ -258,6 +258,7 @@ class CellCache:
             entry = self._restore(store, entry_key, cell)
             return MISSING if entry is None else entry
 
+        started = time.perf_counter()
         found = self.file_sets.find(store, key, restore)
         entry = found.value
         stats = self.stats[cell.name]
@@ -267,7 +268,9 @@ class CellCache:
             return MISSING
         stats.hits += 1
         stats.last_key, stats.last_manifest, stats.last_note = found.key, None, None
-        _announce(entry, cell.analysis, cell.quiet, found.restored)
+        if not cell.quiet:
+            took = time.perf_counter() - started
+            print(_notice(entry, cell.analysis, found.restored, took))
         replay_outputs(entry.outputs, cell.publisher, cell.after_result)
         load_figure_backend(entry.outputs, [*entry.values.values(), entry.result])
         return entry.result
@@ -734,30 +737,55 @@ def _unchanged_inputs(
 
 
 def _unpicklable(values: Mapping[str, object], result: object, references: References) -> str:
-    """Why the values or the result cannot be pickled, naming the variable."""
-    for name, value in values.items():
-        if not pickles(value, references):
-            return f"variable `{name}` (type {type(value).__name__}) cannot be pickled"
-    return f"the cell's value (type {type(result).__name__}) cannot be pickled"
+    """Why the values or the result cannot be pickled, naming every culprit and the fix:
+    ``log (file) and rows (generator) cannot be pickled; ...``."""
+    culprits = [
+        f"`{name}` ({_kind(value)})"
+        for name, value in values.items()
+        if not pickles(value, references)
+    ]
+    if not culprits:
+        return f"the cell's value ({_kind(result)}) cannot be pickled"
+    listed = ", ".join(culprits[:-1]) + (" and " if len(culprits) > 1 else "") + culprits[-1]
+    return (
+        f"{listed} cannot be pickled; close, consume or `del` them in the cell, "
+        "or create them in another cell"
+    )
 
 
-def _announce(entry: _Entry, analysis: CellAnalysis, quiet: bool, restored: Sequence[str]) -> None:
-    """The one line a hit prints, unless quiet: what it restored, files written back too."""
-    if quiet:
-        return
-    names = [n for n in analysis.bound if n in analysis.replayed or n in entry.values]
-    names += [n for n in entry.values if n not in names]
-    shown = ", ".join(names[:_NOTICE_NAMES])
-    if len(names) > _NOTICE_NAMES:
-        shown += f" (+{len(names) - _NOTICE_NAMES} more)"
-    what = shown if names else "the cell's output"
+def _kind(value: object) -> str:
+    """What a culprit is, in a user's words: ``file``, ``generator``, else its type."""
+    if isinstance(value, io.IOBase):
+        return "file"
+    if isinstance(value, types.GeneratorType):
+        return "generator"
+    return f"type {type(value).__name__}"
+
+
+def _notice(entry: _Entry, analysis: CellAnalysis, restored: Sequence[str], seconds: float) -> str:
+    """The one line a hit prints: the data it restored first, then how many imports and
+    definitions it re-ran, the files it wrote back, how long it took and the run saved:
+    ``funcache: restored clf, X_tr (+3 more; re-ran 2 imports/defs) from cache in 12 ms
+    (original run 41.2 s)``."""
+    data = [n for n in analysis.bound if n in entry.values and n not in analysis.replayed]
+    data += [n for n in entry.values if n not in data and n not in analysis.replayed]
+    rerun = [n for n in analysis.bound if n in analysis.replayed]
+    what = ", ".join(data[:_NOTICE_NAMES]) if data else "the cell's output"
+    extra = []
+    if len(data) > _NOTICE_NAMES:
+        extra.append(f"+{len(data) - _NOTICE_NAMES} more")
+    if rerun:
+        plural = "s" if len(rerun) > 1 else ""
+        extra.append(f"re-ran {len(rerun)} import{plural}/def{plural}")
+    if extra:
+        what += f" ({'; '.join(extra)})"
     wrote = ""
     if restored:
         wrote = "; wrote back " + ", ".join(display_path(path) for path in restored[:_NOTICE_NAMES])
         if len(restored) > _NOTICE_NAMES:
             wrote += f" (+{len(restored) - _NOTICE_NAMES} more)"
-    seconds = format_seconds(entry.seconds)
-    print(f"funcache: restored {what} from cache (original run {seconds}){wrote}")
+    took, original = format_seconds(seconds), format_seconds(entry.seconds)
+    return f"funcache: restored {what} from cache in {took} (original run {original}){wrote}"
 
 
 def _warn(message: str, namespace: Mapping[str, Any]) -> None:

@@ -212,7 +212,7 @@ class FuncacheMagics(Magics):
         of every variable, function and module the cell reads, and of the files it
         opens while it runs (stored by their contents, so a changed file runs the cell
         again and a reverted one hits its earlier run). On a hit, the names the
-        cell binds and the inputs it changed in place (``data.append(4)``) are put
+        cell binds and the inputs it changed in place (data.append(4)) are put
         back, its printed and displayed output is replayed, its last value is returned,
         and one line says so. On a miss the cell runs as usual while its output is
         recorded. A cell that raises is not stored; neither is one holding a value
@@ -220,11 +220,11 @@ class FuncacheMagics(Magics):
 
         Imports, functions and classes of the cell are re-created on a hit by re-running
         its top-level import/def/class statements, so they work after a kernel restart.
-        Not seen: files read without Python's ``open`` (declare them with ``--files``) or
-        by subprocesses, output of subprocesses and C code, names reached through ``eval``
-        or ``globals()``. ``%funcache off`` makes cells just run.
+        Not seen: files read without Python's open (declare them with --files) or
+        by subprocesses, output of subprocesses and C code, names reached through eval
+        or globals(). %funcache off makes cells just run.
 
-        Example::
+        Example:
 
             %%funcache --name features
             df = load_csv(PATH)
@@ -288,18 +288,18 @@ class FuncacheMagics(Magics):
     def funcache_line(self, line: str) -> None:
         """Show and control the cache of @cache functions and %%funcache cells.
 
-        ``%funcache info``: cache directory, entries, size on disk (and orphan files
+        %funcache info: cache directory, entries, size on disk (and orphan files
         left by interrupted writes); per function and cell, its entries, the files they
         depend on (a range when entries differ) and this session's hits and misses.
-        ``%funcache clear [NAME]``: delete every entry, or those of one function or cell,
-        from the local cache; ``--remote`` also deletes those you signed on the shared cache.
-        ``%funcache off`` / ``on``: run cached functions and cells without / with the
-        cache. ``%funcache explain NAME``: why the last call of a function or run of a
+        %funcache clear [NAME]: delete every entry, or those of one function or cell,
+        from the local cache; --remote also deletes those you signed on the shared cache.
+        %funcache off / on: run cached functions and cells without / with the
+        cache. %funcache explain NAME: why the last call of a function or run of a
         cell missed (what changed, old -> new).
 
-        Functions are named ``module.qualname`` (``load`` is enough when unique); cells
-        by ``%%funcache --name NAME``, else ``cell:`` + 8 hex digits of their code's
-        digest (see ``%funcache info``). Options: ``%config FuncacheMagics``.
+        Functions are named module.qualname (load is enough when unique); cells
+        by %%funcache --name NAME, else cell: + 8 hex digits of their code's
+        digest (see %funcache info). Options: %config FuncacheMagics.
         """
         args = parse_argstring(self.funcache_line, line)
         if args.action in ("info", "off", "on") and args.name is not None:
@@ -529,6 +529,18 @@ def _resolve(name: str, known: Iterable[str], condition: str) -> str:
     if matches:
         raise UsageError(f"{name!r} is ambiguous: {_listing(matches)}; use the full name")
     raise UsageError(f"no function or cell named {name!r} {condition}; known: {_listing(names)}")
+
+
+def _plain_help(method: Any) -> None:
+    """Make ``%%funcache?`` read as plain text: IPython's magic_arguments starts the usage
+    line with a reST literal-block marker (``::``), shown as is by ``?``."""
+    function = getattr(method, "__func__", method)
+    if function.__doc__:
+        function.__doc__ = function.__doc__.replace("::\n\n  %", "Usage: %", 1)
+
+
+_plain_help(FuncacheMagics.funcache_cell)
+_plain_help(FuncacheMagics.funcache_line)
 
 
 def _running_cell_number(shell: InteractiveShell) -> int:

@@ -448,7 +448,11 @@ def test_stdout_and_stderr_are_replayed(
     second = capsys.readouterr()
     assert runs() == 1
     notice, replayed = second.out.split("\n", 1)
-    assert notice.startswith("funcache: restored sys from cache (original run ")
+    assert re.fullmatch(
+        r"funcache: restored the cell's output \(re-ran 1 import/def\) from cache in "
+        r"[<\d.]+ m?s \(original run [<\d.]+ m?s\)",
+        notice,
+    ), notice
     assert (replayed, second.err) == ("hello\n", "oops\n")
 
 
@@ -513,10 +517,12 @@ def test_raising_cell_is_not_cached(ip: InteractiveShell) -> None:
 
 
 def test_unpicklable_variable_is_named_and_nothing_is_stored(ip: InteractiveShell) -> None:
-    cell = "%%funcache\ntick()\nimport threading\nsize = 3\nlock = threading.Lock()\n"
+    cell = "%%funcache\ntick()\nimport threading\nsize = 3\nlock = threading.Lock()\nlog = open('f.txt', 'w')\nrows = (i for i in range(3))\n"
+    culprits = r"`lock` \(type lock\), `log` \(file\) and `rows` \(generator\) cannot be pickled"
     for _ in range(2):
-        with pytest.warns(FuncacheWarning, match=r"not cached: variable `lock` \(type lock\)"):
+        with pytest.warns(FuncacheWarning, match=r"not cached: " + culprits):
             run_cell(ip, cell)
+        run_cell(ip, "log.close()")
     assert runs() == 2
     assert open_store().entries() == []
     assert ip.user_ns["size"] == 3
@@ -836,3 +842,23 @@ def test_statements_before_an_import_still_run_first(ip: InteractiveShell, tmp_p
         sys.path.remove(str(src))
         sys.modules.pop("settings", None)
         os.environ.pop("APP_MODE", None)
+
+
+def test_hit_notice_names_data_first_and_counts_what_it_re_ran(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture
+) -> None:
+    cell = "%%funcache\ntick()\nimport json\ndef helper():\n    return 1\nclf = 1\nX_tr = 2\na, b, c, d, e = 3, 4, 5, 6, 7\n"
+    run_cell(ip, cell)
+    capsys.readouterr()
+    run_cell(ip, cell)
+    notice = capsys.readouterr().out
+    assert runs() == 1
+    assert notice.startswith(
+        "funcache: restored clf, X_tr, a, b, c, d (+1 more; re-ran 2 imports/defs) from cache in "
+    ), notice
+
+
+def test_help_reads_as_plain_text(ip: InteractiveShell) -> None:
+    """``%%funcache?`` shows the docstrings as they are: no reST markup in them."""
+    for text in (ip.find_cell_magic("funcache").__doc__, ip.find_line_magic("funcache").__doc__):
+        assert text and "``" not in text and "::" not in text, text
