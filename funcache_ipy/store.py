@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import errno
 import json
-import mmap
 import os
 import pickle
 import re
@@ -67,7 +66,7 @@ DEFAULT_SIZE_LIMIT: Final = 16 * 2**30
 ENV_VAR: Final = "FUNCACHE_IPY_DIR"
 DEFAULT_DIRECTORY: Final = ".funcache"
 _FILE_THRESHOLD = 2**15  # envelopes from 32 KiB up live in value files, smaller in SQLite
-_LARGE = 2**21  # from one huge page up: preallocated on write, read into a private mapping
+_LARGE = 2**21  # value files from one huge page up are preallocated
 # NB. Reserving a file's blocks before writing makes ext4/xfs writes about a third faster
 # (numpy's tofile does the same) and fails a too-large write before it starts. Linux only:
 # elsewhere posix_fallocate may be emulated by writing a byte into every block.
@@ -146,16 +145,18 @@ class _EnvelopeDisk(diskcache.Disk):
         if not isinstance(value, Envelope):
             raise TypeError(f"funcache_ipy stores envelopes only, not {type(value).__name__}")
         if value.size < self.min_file_size:
-            return 0, MODE_RAW, None, sqlite3.Binary(b"".join(value.parts))
+            return 0, MODE_RAW, None, sqlite3.Binary(value.to_bytes())
         filename, _ = self.filename(key, value)
         filename = filename.replace(os.sep, "/")
-        _write_parts(self.root, filename, value.parts, value.size)
+        _write_file(self.root, filename, value)
         return value.size, MODE_BINARY, filename, None
 
     def fetch(
         self, mode: int, filename: str | None, value: object, read: bool
-    ) -> bytes | bytearray | mmap.mmap | None:
-        """Return an envelope's raw bytes; ``read=True`` means "the tag only" (``None``).
+    ) -> bytes | _ValueFile | None:
+        """Return an envelope's bytes, or its open value file (read while verifying it).
+
+        ``read=True`` means "the tag only" (``None``).
 
         Raises:
             _CorruptEntry: the row is in a mode funcache_ipy never writes (diskcache's
@@ -168,7 +169,7 @@ class _EnvelopeDisk(diskcache.Disk):
         if mode == MODE_BINARY and value is None and filename is not None:
             if not _VALUE_FILE.fullmatch(filename):
                 raise _CorruptEntry(f"value file name {filename!r} was not made by diskcache")
-            return _read_file(self.root, filename)
+            return _open_value_file(self.root, filename)
         if mode == MODE_PICKLE:
             raise _CorruptEntry("diskcache pickle written by someone else; not unpickled")
         raise _CorruptEntry(f"not a funcache_ipy entry (diskcache mode {mode})")
@@ -185,10 +186,8 @@ def _disk_for(root: SafeDir) -> type[_EnvelopeDisk]:
     return type("_EnvelopeDisk", (_EnvelopeDisk,), {"root": root})
 
 
-def _write_parts(
-    root: SafeDir, filename: str, parts: tuple[bytes | memoryview, ...], size: int
-) -> None:
-    """Write ``parts`` to a new file one by one, so no joined copy of a large value exists.
+def _write_file(root: SafeDir, filename: str, envelope: Envelope) -> None:
+    """Write ``envelope`` to a new value file, straight from the value's own buffers.
 
     NB. A process killed here leaves a file no row refers to; :meth:`Store.orphans`
     counts such files and the store collects them (see :data:`ORPHAN_GRACE`).
@@ -196,25 +195,27 @@ def _write_parts(
     descriptor = root.create_file(filename)
     with open(descriptor, "wb", buffering=0) as file:
         try:
-            if _PREALLOCATE and size >= _LARGE:
-                os.posix_fallocate(descriptor, 0, size)
-            for part in parts:
-                view = memoryview(part).cast("B")
-                while view:
-                    view = view[file.write(view) :]
+            if _PREALLOCATE and envelope.size >= _LARGE:
+                os.posix_fallocate(descriptor, 0, envelope.size)
+            envelope.write(file)
         except BaseException:
             with contextlib.suppress(OSError):
                 root.remove_file(filename)
             raise
 
 
-def _read_file(root: SafeDir, filename: str) -> bytes | bytearray | mmap.mmap:
-    """Read a value file into fresh, writable memory with a single copy.
+class _ValueFile(NamedTuple):
+    """An open value file, to be read (and verified) by :meth:`Store.get`, then closed."""
 
-    Large files go to a private anonymous mapping advised to use huge pages: a
-    ``bytearray`` would first zero-fill (and fault in) every 4 KiB page, which alone
-    costs more than reading the file. The regular-file check (after a non-blocking,
-    link-refusing open) keeps a planted FIFO or device from hanging or feeding the read.
+    descriptor: int
+    size: int
+
+
+def _open_value_file(root: SafeDir, filename: str) -> _ValueFile:
+    """Open a value file for reading, refusing links on the way and anything not regular.
+
+    The regular-file check (after a non-blocking, link-refusing open) keeps a planted
+    FIFO or device from hanging or feeding the read.
     """
     try:
         descriptor = root.open_file(filename)
@@ -222,28 +223,11 @@ def _read_file(root: SafeDir, filename: str) -> bytes | bytearray | mmap.mmap:
         raise _VanishedValue(f"value file {root.path / filename} is missing") from None
     except OSError as exc:
         raise _CorruptEntry(f"cannot open value file: {exc}") from None
-    full_path = root.path / filename
-    with open(descriptor, "rb", buffering=0) as file:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            raise _CorruptEntry(f"value file {full_path} is not a regular file")
-        size = info.st_size
-        if size < _LARGE or not hasattr(mmap, "MAP_ANONYMOUS"):
-            buffer: bytearray | mmap.mmap = bytearray(size)
-        else:
-            buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            if hasattr(mmap, "MADV_HUGEPAGE"):
-                buffer.madvise(mmap.MADV_HUGEPAGE)
-        view = memoryview(buffer)
-        position = 0
-        try:
-            while position < size and (count := file.readinto(view[position:])):
-                position += count
-        except OSError as exc:
-            raise _CorruptEntry(f"cannot read value file: {exc}") from None
-    if position < size:
-        raise _CorruptEntry(f"value file {full_path} shrank while being read")
-    return buffer
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(descriptor)
+        raise _CorruptEntry(f"value file {root.path / filename} is not a regular file")
+    return _ValueFile(descriptor, info.st_size)
 
 
 _Hot = tuple[bytes, tuple[bytes, ...]]
@@ -402,16 +386,25 @@ class Store:
         if data is MISSING:
             return MISSING
         try:
-            stream, buffers = self._sealer.unseal(data, key)
-            if len(data) >= _HOT_ENTRY_LIMIT:
+            if isinstance(data, _ValueFile):
+                size = data.size
+                with open(data.descriptor, "rb", buffering=0) as file:
+                    stream, buffers = self._sealer.read(file, size, key)
+            else:
+                size = len(data)
+                stream, buffers = self._sealer.unseal(data, key)
+        except CorruptEnvelope as exc:
+            return self._fault(key, str(exc), tag)
+        except OSError as exc:
+            return self._fault(key, f"cannot read value file: {exc}", tag)
+        try:
+            if size >= _HOT_ENTRY_LIMIT:
                 return pickle.loads(stream, buffers=buffers)
             hot = (bytes(stream), tuple(bytes(buffer) for buffer in buffers))
             value = _thaw(hot)
-        except CorruptEnvelope as exc:
-            return self._fault(key, str(exc), tag)
         except Exception as exc:  # unpickling runs arbitrary reconstructors
             return self._fault(key, f"cannot unpickle: {exc!r}", tag)
-        self._hot.put(key, hot, len(data))
+        self._hot.put(key, hot, size)
         return value
 
     def set(self, key: str, value: object, meta: EntryMeta) -> bool:
