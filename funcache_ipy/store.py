@@ -6,7 +6,7 @@ envelopes it sealed itself (:mod:`funcache_ipy.envelope`), through a ``Disk`` th
 refuses diskcache's pickle mode, pickled keys and value-file names it did not make, and
 verifies every envelope before unpickling. Metadata rides in diskcache's ``tag`` column
 as JSON, so listing and explaining never unpickle, and an evicted value takes its
-metadata with it.
+metadata with it; an index on the name in it finds one function's entries directly.
 
 Storage faults never raise: a bad entry is a miss (warned once, deleted), a failed
 write returns ``False`` and warns, so the caller always keeps the value it computed.
@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import json.scanner
 import os
 import pickle
 import re
@@ -39,11 +40,13 @@ from diskcache.core import MODE_BINARY, MODE_PICKLE, MODE_RAW, UNKNOWN
 
 from funcache_ipy.database import (
     STORAGE_ERRORS,
+    change_stamp,
     corruption_notice,
     is_corruption,
     move_aside,
     open_database,
     referenced_files,
+    tagged_rows,
 )
 from funcache_ipy.envelope import CorruptEnvelope, Envelope, Sealer, load_secret, secret_path
 from funcache_ipy.safedir import SafeDir, UnsafePath
@@ -283,6 +286,27 @@ def _thaw(hot: _Hot) -> object:
     return pickle.loads(stream)
 
 
+class _Listing:
+    """Every entry, oldest first, and by name: valid while the database's stamp is the same.
+
+    Its metadata by tag text spares the next listing parsing the rows it has seen (a row's
+    tag never changes): after a few new entries, listing again parses just those.
+    """
+
+    def __init__(
+        self,
+        stamp: tuple[object, int, int],
+        entries: list[tuple[str, EntryMeta]],
+        by_tag: dict[str, EntryMeta],
+    ) -> None:
+        self.stamp = stamp
+        self.all = entries
+        self.by_tag = by_tag
+        self.by_name: dict[str, list[tuple[str, EntryMeta]]] = {}
+        for entry in entries:
+            self.by_name.setdefault(entry[1].name, []).append(entry)
+
+
 class Orphans(NamedTuple):
     """Value files that no database row refers to: a store killed mid-write leaves one."""
 
@@ -334,6 +358,7 @@ class Store:
         self._hot = _HotBytes(_HOT_TOTAL_LIMIT)
         self._warned: set[str] = set()  # keys whose fault was reported
         self._reported: set[tuple[str, str]] = set()  # (what failed, why): reported once
+        self._listing: _Listing | None = None  # the last full listing (see entries)
         self._open()
 
     def __repr__(self) -> str:
@@ -458,22 +483,27 @@ class Store:
         """``(key, meta)`` of the entries of function/cell ``name`` (all if None), oldest first.
 
         Rows without valid metadata (foreign or damaged) are left out; ``clear()`` removes them.
+        One query: by name through an index; and while nothing was written since the last
+        full listing, from that listing (``%funcache info`` lists all entries, then each
+        function's). The metadata returned is shared with that listing: do not mutate it.
         """
-        found = []
-        cache = self._database.cache
         try:
-            for key in list(cache.iterkeys()):
-                if type(key) is str:
-                    _, tag = cache.get(key, default=MISSING, read=True, tag=True)
-                    meta = _parse_meta(tag)
-                    if meta is not None and (name is None or meta.name == name):
-                        found.append((key, meta))
+            stamp = change_stamp(self._database.cache)
+            listing = self._listing
+            if listing is not None and listing.stamp == stamp:
+                found = listing.by_name.get(name, []) if name is not None else listing.all
+            else:
+                known = listing.by_tag if listing is not None else {}
+                rows = tagged_rows(self._database.cache, name)
+                found, by_tag = _parsed(rows, known)
+                if name is None:
+                    self._listing = _Listing(stamp, found, by_tag)
         except STORAGE_ERRORS as exc:
             self._storage_failed(
                 "read", exc, f"cannot list the funcache_ipy cache in {self.directory}"
             )
-        found.sort(key=lambda item: item[1].created)
-        return found
+            return []
+        return list(found)
 
     def clear(self, name: str | None = None) -> int:
         """Delete the entries of ``name`` (everything if None); return how many went.
@@ -531,11 +561,12 @@ class Store:
             return 0
 
     def close(self) -> None:
-        """Close this thread's database connection and drop the hot layer.
+        """Close this thread's database connection; drop the hot layer and the listing.
 
         The store stays usable: diskcache reconnects on the next call.
         """
         self._hot.clear()
+        self._listing = None
         self._database.cache.close()
 
     def _open(self) -> None:
@@ -720,26 +751,67 @@ def _cause(exc: BaseException) -> str:
     return str(getattr(exc, "sqlite_errorname", "") or f"{type(exc).__name__}: {exc}")
 
 
+def _parsed(
+    rows: list[tuple[object, object]], known: dict[str, EntryMeta]
+) -> tuple[list[tuple[str, EntryMeta]], dict[str, EntryMeta]]:
+    """``(key, meta)`` of the rows with a string key and well-formed metadata, oldest first;
+    and their metadata by tag text. Tags in ``known`` are not parsed again."""
+    found = []
+    by_tag = {}
+    for key, tag in rows:
+        if type(key) is not str or type(tag) is not str:
+            continue
+        meta = known.get(tag) or _parse_meta(tag)
+        if meta is not None:
+            found.append((key, meta))
+            by_tag[tag] = meta
+    found.sort(key=lambda item: item[1].created)
+    return found, by_tag
+
+
+# json.loads minus its wrappers (whitespace regexes, checks), which cost more than the
+# scanning of these short texts; set's tags are json.dumps output, with no whitespace around.
+# (typeshed types the scanner's context as a scanner, not the decoder it really is)
+_scan_json: Final = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+_META_FIELDS: Final = frozenset(field.name for field in dataclasses.fields(EntryMeta))
+_NUMBERS: Final = (int, float)
+
+
 def _parse_meta(tag: object) -> EntryMeta | None:
-    """Metadata from a row's tag; ``None`` unless it is well-formed (rows can be forged)."""
+    """Metadata from a row's tag; ``None`` unless it is well-formed (rows can be forged).
+
+    NB. Runs once per entry when everything is listed: plain loops, no generators.
+    """
     if type(tag) is not str:
         return None
     try:
-        meta = EntryMeta(**json.loads(tag))
-    except (ValueError, TypeError, RecursionError):
+        fields, end = _scan_json(tag, 0)
+    except (StopIteration, ValueError, RecursionError):  # NB. StopIteration: not JSON at all
         return None
-    manifest = meta.manifest
-    valid = (
-        type(meta.name) is str
-        and all(type(x) in (int, float) for x in (meta.created, meta.compute_seconds))
-        and type(meta.size) is int
-        and type(manifest) is dict
-        and all(
-            type(item) is list and all(type(text) is str for text in item)
-            for item in manifest.values()
-        )
+    if end != len(tag) or type(fields) is not dict or fields.keys() != _META_FIELDS:
+        return None
+    name, created, seconds, size, manifest = (
+        fields["name"],
+        fields["created"],
+        fields["compute_seconds"],
+        fields["size"],
+        fields["manifest"],
     )
-    return meta if valid else None
+    if (
+        type(name) is not str
+        or type(created) not in _NUMBERS
+        or type(seconds) not in _NUMBERS
+        or type(size) is not int
+        or type(manifest) is not dict
+    ):
+        return None
+    for item in manifest.values():
+        if type(item) is not list:
+            return None
+        for text in item:
+            if type(text) is not str:
+                return None
+    return EntryMeta(name, created, seconds, size, manifest)
 
 
 def _type_name(value: object) -> str:
