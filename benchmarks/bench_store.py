@@ -30,7 +30,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import numpy as np
 from report import table
@@ -39,13 +39,14 @@ if TYPE_CHECKING:
     from funcache_ipy.store import Store
 
 SIZES = {"256 MB": 256 * 2**20, "2 GB": 2 * 2**30}
-REPEATS = {"256 MB": 7, "2 GB": 3}
+REPEATS = {"256 MB": 9, "2 GB": 5}
 FUNCTIONS = 100
 CALLS = 100  # per function: 10,000 entries
 T = TypeVar("T")
 
 # Run in a fresh interpreter with numpy (and the store) imported, as in a notebook that
-# restarted its kernel. Prints seconds, peak RSS growth in bytes, and a check of the data.
+# restarted its kernel. Prints wall and CPU seconds, peak RSS growth in bytes, and a check
+# of the data.
 _LOAD = """
     import json, time
     import numpy as np
@@ -57,24 +58,31 @@ _LOAD = """
         return int(line.split()[1]) * 1024
 
     before = memory("VmRSS:")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     array = {load}
     array[0] += 1  # writable, as a result must be
-    elapsed = time.perf_counter() - started
-    print(json.dumps([elapsed, memory("VmHWM:") - before, array.nbytes, float(array[1:].sum())]))
+    took = [time.perf_counter() - started, time.process_time() - cpu]
+    print(json.dumps([*took, memory("VmHWM:") - before, array.nbytes, float(array[1:].sum())]))
 """
 
 
-def in_new_process(load: str) -> tuple[float, int, int, float]:
-    """Seconds, peak RSS growth, bytes and checksum reported by a fresh interpreter."""
+class Sample(NamedTuple):
+    """Wall and CPU seconds of one run: CPU time varies less on a busy machine."""
+
+    wall: float
+    cpu: float
+
+
+def in_new_process(load: str) -> tuple[Sample, int, int, float]:
+    """Time, peak RSS growth, bytes and checksum reported by a fresh interpreter."""
     out = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(_LOAD.format(load=load))],
         capture_output=True,
         text=True,
         check=True,
     )
-    elapsed, growth, nbytes, check = json.loads(out.stdout.splitlines()[-1])
-    return elapsed, growth, nbytes, check
+    wall, cpu, growth, nbytes, check = json.loads(out.stdout.splitlines()[-1])
+    return Sample(wall, cpu), growth, nbytes, check
 
 
 def interleaved(actions: dict[str, Callable[[], T]], repeats: int) -> dict[str, list[T]]:
@@ -86,12 +94,12 @@ def interleaved(actions: dict[str, Callable[[], T]], repeats: int) -> dict[str, 
     return samples
 
 
-def timed_write(write: Callable[[], object]) -> float:
+def timed_write(write: Callable[[], object]) -> Sample:
     os.sync()  # NB. start without dirty pages, so no writer pays for another's writeback
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     if write() is False:
         raise RuntimeError("funcache could not store the array")
-    return time.perf_counter() - started
+    return Sample(time.perf_counter() - started, time.process_time() - cpu)
 
 
 def bench_big(root: Path) -> str:
@@ -134,50 +142,66 @@ def bench_big(root: Path) -> str:
         "numpy ms best/median",
         "÷ numpy best",
         "÷ numpy median",
+        "CPU ÷ numpy best",
         "peak RSS growth ÷ array (funcache / numpy)",
     )
     return table(header, rows) + (
         "\n\nnumpy = np.save / np.load of a .npy file; funcache = Store.set / Store.get "
-        "(authenticated envelope, every buffer checksummed). Loads are timed inside a new "
-        "interpreter after imports; RSS growth is the load's peak over the RSS before it."
+        "(authenticated envelope, every buffer checksummed). Each write makes a new file, "
+        "after os.sync(); loads are timed inside a new interpreter after imports; RSS "
+        "growth is the load's peak over the RSS before it. CPU = the process's user + "
+        "system time, steadier than wall time when the machine is busy."
     )
 
 
 def _store_both(
-    store: Store, key: str, npy: Path, nbytes: int
-) -> tuple[dict[str, list[float]], float]:
-    """Samples of np.save and Store.set of a random array; and a check of its data."""
+    store: Store, label: str, npy: Path, nbytes: int
+) -> tuple[dict[str, list[Sample]], float]:
+    """Samples of np.save and Store.set of a random array; and a check of its data.
+
+    Each write makes a new file, as storing a new result does: the previous one is
+    deleted first, untimed (freeing blocks is not what is compared).
+    """
     from funcache_ipy.store import EntryMeta
 
     array = np.random.default_rng(1).random(nbytes // 8)
     meta = EntryMeta("bench", time.time(), 0.0, 0, {})
-    saved = interleaved(
-        {
-            "numpy": lambda: timed_write(lambda: np.save(npy, array)),
-            "funcache": lambda: timed_write(lambda: store.set(key, array, meta)),
-        },
-        REPEATS[key],
-    )
+
+    def save() -> Sample:
+        npy.unlink(missing_ok=True)
+        return timed_write(lambda: np.save(npy, array))
+
+    def store_set() -> Sample:
+        store.clear("bench")
+        return timed_write(lambda: store.set(label, array, meta))
+
+    saved = interleaved({"numpy": save, "funcache": store_set}, REPEATS[label])
     return saved, float(array[1:].sum())
 
 
 def _row(
     label: str,
-    ours: list[float],
-    theirs: list[float],
+    ours: list[Sample],
+    theirs: list[Sample],
     rss: tuple[int, int] | None,
     nbytes: int,
 ) -> tuple[str, ...]:
-    def ms(samples: list[float]) -> str:
-        return f"{min(samples) * 1000:.0f} / {statistics.median(samples) * 1000:.0f}"
+    def ms(samples: list[Sample]) -> str:
+        walls = [sample.wall for sample in samples]
+        return f"{min(walls) * 1000:.0f} / {statistics.median(walls) * 1000:.0f}"
+
+    def ratio(pick: Callable[[list[float]], float], field: str) -> str:
+        mine = pick([getattr(sample, field) for sample in ours])
+        return f"{mine / pick([getattr(sample, field) for sample in theirs]):.2f}"
 
     shown_rss = "" if rss is None else f"{rss[0] / nbytes:.2f} / {rss[1] / nbytes:.2f}"
     return (
         label,
         ms(ours),
         ms(theirs),
-        f"{min(ours) / min(theirs):.2f}",
-        f"{statistics.median(ours) / statistics.median(theirs):.2f}",
+        ratio(min, "wall"),
+        ratio(statistics.median, "wall"),
+        ratio(min, "cpu"),
         shown_rss,
     )
 

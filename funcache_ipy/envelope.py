@@ -3,7 +3,7 @@
 Unpickling runs code chosen by whoever wrote the bytes, so a cache directory that someone
 else can write is a way into the kernel (CVE-2025-69872 is exactly that for diskcache's
 own pickles). An envelope therefore carries an HMAC-SHA256 tag under a per-user secret
-key kept *outside* the cache directory, and :meth:`Sealer.unseal` checks it before a
+key kept *outside* the cache directory, and :meth:`Sealer.read` checks it before a
 single pickle opcode is read.
 
 Layout (little-endian), sized so that large numpy buffers need no copy either way::
@@ -54,9 +54,9 @@ _SLOT = struct.Struct("<QQ16s")  # offset, length, keyed xxh3-128 of one buffer
 _KEY_LENGTH = struct.Struct("<I")
 _TAG_SIZE = 32
 _ALIGN = 64  # numpy wants aligned data; 64 also keeps buffers on cache-line boundaries
-# Buffers are checksummed a chunk at a time, each right after it is read or before it is
-# written, while it is in the CPU cache (the L2 of most machines holds 1 MiB).
-_CHUNK = 2**20
+# Buffers are checksummed a chunk at a time, each right after it is read or written,
+# while it is still in the CPU cache (256 KiB fits the L2 of any recent machine).
+_CHUNK = 2**18
 _LARGE = 2**21  # from one huge page up, a buffer gets memory of its own (see _allocate)
 Buffer = bytearray | mmap.mmap
 
@@ -80,7 +80,7 @@ class Envelope:
 
     The buffers are views of the caller's own objects (no copy), so an envelope must be
     written before the value is mutated. :meth:`write` checksums each chunk of a buffer
-    just before writing it, while it is in the CPU cache: a separate pass over a large
+    right after writing it, while it is in the CPU cache: a separate pass over a large
     buffer would read all of it from memory once more.
     """
 
@@ -120,8 +120,8 @@ class Envelope:
             checksum = self._sealer._checksum()
             for offset in range(0, view.nbytes, _CHUNK):
                 chunk = view[offset : offset + _CHUNK]
-                checksum.update(chunk)
                 _write_all(file, chunk)
+                checksum.update(chunk)
             checksums.append(checksum.digest())
             position = start + view.nbytes
         head = _HEAD.pack(_MAGIC, _VERSION, 0, len(self.buffers), len(self.stream))
