@@ -10,6 +10,10 @@ One bad file must neither cost a result nor disable the cache for good:
 - A symbolic link, or anything but a regular file, in place of the database or its
   journal files is refused: SQLite would follow it out of the cache directory.
 
+It also owns the SQL funcache_ipy adds to diskcache's: an index of the rows by the name
+in their metadata (made when a database opens, so older directories get it too), and the
+queries that list rows in one go.
+
 NB. The link check happens when the store opens; SQLite opens these files by path, so a
 link planted later by someone who can write the directory is not caught. The directory
 itself should be writable by its owner only (the store warns otherwise).
@@ -33,11 +37,27 @@ from diskcache.core import DBNAME
 
 from funcache_ipy.safedir import SafeDir, UnsafePath
 
-__all__ = ["DATABASE", "STORAGE_ERRORS", "Database", "is_corruption", "move_aside", "open_database"]
+__all__ = [
+    "DATABASE",
+    "STORAGE_ERRORS",
+    "Database",
+    "change_stamp",
+    "is_corruption",
+    "move_aside",
+    "open_database",
+    "tagged_rows",
+]
 
 DATABASE: Final[str] = DBNAME
 _COMPANIONS: Final = ("-wal", "-shm", "-journal")
 STORAGE_ERRORS: Final = (OSError, sqlite3.Error, diskcache.Timeout)
+# The name in a row's metadata (JSON in diskcache's tag column), NULL for anything else.
+# NB. Guarded so that a foreign row (a BLOB, malformed JSON) can neither fail the query
+# nor, once indexed, fail diskcache's own inserts.
+_NAME: Final = (
+    "CASE WHEN typeof(tag) = 'text' THEN "
+    "CASE WHEN json_valid(tag) THEN json_extract(tag, '$.name') END END"
+)
 
 
 @dataclass(frozen=True)
@@ -70,8 +90,47 @@ def open_database(
         moved = move_aside(root, identity)
         cache = _WritableCache(str(root.path), timeout=timeout, disk=disk, **settings)
         notice = corruption_notice(root, exc, moved)
+        _index_names(cache)
         return Database(cache, True, root.lstat(DATABASE), notice, recovered=True)
+    _index_names(cache)
     return Database(cache, True, root.lstat(DATABASE))
+
+
+def tagged_rows(cache: diskcache.Cache, name: str | None = None) -> list[tuple[object, object]]:
+    """``(key, tag)`` of every row with a plain (not pickled) key, or of those named ``name``.
+
+    One query either way; by name it uses the index :func:`open_database` makes (a
+    database that could only be opened read-only may lack it: then it is a scan).
+    """
+    if name is None:
+        rows = cache._sql("SELECT key, tag FROM Cache WHERE raw").fetchall()
+    else:
+        rows = cache._sql(f"SELECT key, tag FROM Cache WHERE {_NAME} = ? AND raw", (name,))
+        rows = rows.fetchall()
+    return [(key, tag) for key, tag in rows]
+
+
+def change_stamp(cache: diskcache.Cache) -> tuple[object, int, int]:
+    """What differs whenever the rows may have changed since an earlier stamp.
+
+    SQLite's ``data_version`` counts commits by *other* connections (processes, or this
+    process's other threads); ``total_changes`` the rows this connection wrote. Both are
+    per connection, so the stamp holds the connection itself.
+    """
+    connection = cache._con
+    ((version,),) = connection.execute("PRAGMA data_version").fetchall()
+    return connection, version, connection.total_changes
+
+
+def _index_names(cache: diskcache.Cache) -> None:
+    """Index rows by their metadata's name, so one function's entries are found directly.
+
+    NB. ``IF NOT EXISTS`` makes this the migration of directories written before the
+    index existed. Without it (a SQLite lacking JSON functions, or a database locked
+    for longer than the timeout) listing by name still works, by a scan.
+    """
+    with contextlib.suppress(sqlite3.OperationalError, diskcache.Timeout):
+        cache._sql(f"CREATE INDEX IF NOT EXISTS Cache_funcache_name ON Cache({_NAME})")
 
 
 def is_corruption(exc: BaseException) -> bool:

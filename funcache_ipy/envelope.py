@@ -3,7 +3,7 @@
 Unpickling runs code chosen by whoever wrote the bytes, so a cache directory that someone
 else can write is a way into the kernel (CVE-2025-69872 is exactly that for diskcache's
 own pickles). An envelope therefore carries an HMAC-SHA256 tag under a per-user secret
-key kept *outside* the cache directory, and :meth:`Sealer.unseal` checks it before a
+key kept *outside* the cache directory, and :meth:`Sealer.read` checks it before a
 single pickle opcode is read.
 
 Layout (little-endian), sized so that large numpy buffers need no copy either way::
@@ -26,13 +26,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import mmap
 import os
 import pickle
 import secrets
 import struct
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import xxhash
 
@@ -53,6 +54,22 @@ _SLOT = struct.Struct("<QQ16s")  # offset, length, keyed xxh3-128 of one buffer
 _KEY_LENGTH = struct.Struct("<I")
 _TAG_SIZE = 32
 _ALIGN = 64  # numpy wants aligned data; 64 also keeps buffers on cache-line boundaries
+# Buffers are checksummed a chunk at a time, each right after it is read or written,
+# while it is still in the CPU cache. Measured on a 2 MiB-L2 Xeon: 1 MiB costs least;
+# 64 KiB a third more (per-call overhead), 4 MiB a tenth more (it leaves the L2).
+_CHUNK = 2**20
+_LARGE = 2**21  # from one huge page up, a buffer gets memory of its own (see _allocate)
+Buffer = bytearray | mmap.mmap
+
+
+class SeekableFile(Protocol):
+    """What envelopes are written to and read from: a value file, or ``io.BytesIO``."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+    def write(self, data: memoryview, /) -> int | None: ...
+
+    def seek(self, offset: int, /) -> int: ...
 
 
 class CorruptEnvelope(ValueError):
@@ -60,22 +77,105 @@ class CorruptEnvelope(ValueError):
 
 
 class Envelope:
-    """A sealed value, kept as parts so a large one is written without joining them.
+    """A sealed value, not yet written: its checksums are computed while it is written.
 
-    ``parts`` concatenated are the envelope's bytes; the buffers among them are views of
-    the caller's own objects (no copy), so an envelope must be written before the value
-    is mutated.
+    The buffers are views of the caller's own objects (no copy), so an envelope must be
+    written before the value is mutated. :meth:`write` checksums each chunk of a buffer
+    right after writing it, while it is in the CPU cache: a separate pass over a large
+    buffer would read all of it from memory once more.
     """
 
-    __slots__ = ("buffers", "parts", "size", "stream")
+    __slots__ = ("_key", "_sealer", "_starts", "buffers", "size", "stream")
 
-    def __init__(
-        self, parts: tuple[bytes | memoryview, ...], stream: bytes, buffers: list[memoryview]
-    ) -> None:
-        self.parts = parts
+    def __init__(self, sealer: Sealer, key: str, stream: bytes, buffers: list[memoryview]) -> None:
+        self._sealer = sealer
+        self._key = key
         self.stream = stream
         self.buffers = buffers
-        self.size = sum(memoryview(part).nbytes for part in parts)
+        position = _HEAD.size + len(buffers) * _SLOT.size + _TAG_SIZE + len(stream)
+        self._starts: list[int] = []
+        for view in buffers:
+            position = -(-position // _ALIGN) * _ALIGN
+            self._starts.append(position)
+            position += view.nbytes
+        self.size = position
+
+    def to_bytes(self) -> bytes:
+        """The envelope's bytes, in one piece (for small envelopes)."""
+        file = io.BytesIO()
+        self.write(file)
+        return file.getvalue()
+
+    def write(self, file: SeekableFile) -> None:
+        """Write the envelope to the empty, seekable ``file`` (in which it is all there is).
+
+        The header goes in last, once the checksums it holds are known.
+        """
+        position = _HEAD.size + len(self.buffers) * _SLOT.size + _TAG_SIZE
+        file.seek(position)
+        _write_all(file, self.stream)
+        position += len(self.stream)
+        checksums = []
+        for view, start in zip(self.buffers, self._starts, strict=True):
+            _write_all(file, bytes(start - position))  # alignment padding
+            checksum = self._sealer._checksum()
+            for offset in range(0, view.nbytes, _CHUNK):
+                chunk = view[offset : offset + _CHUNK]
+                _write_all(file, chunk)
+                checksum.update(chunk)
+            checksums.append(checksum.digest())
+            position = start + view.nbytes
+        head = _HEAD.pack(_MAGIC, _VERSION, 0, len(self.buffers), len(self.stream))
+        head += b"".join(
+            _SLOT.pack(start, view.nbytes, checksum)
+            for view, start, checksum in zip(self.buffers, self._starts, checksums, strict=True)
+        )
+        file.seek(0)
+        _write_all(file, head + self._sealer._tag(head, self._key, self.stream))
+
+
+def _read_into(file: SeekableFile, view: memoryview, checksum: Any = None) -> bytes:
+    """Fill ``view`` from ``file`` a chunk at a time, feeding each chunk to ``checksum``.
+
+    Returns:
+        The checksum's digest (empty without one).
+
+    Raises:
+        CorruptEnvelope: the file ended first (it shrank while being read).
+    """
+    for offset in range(0, view.nbytes, _CHUNK):
+        chunk = view[offset : offset + _CHUNK]
+        filled = 0
+        while filled < chunk.nbytes:
+            count = file.readinto(chunk[filled:])
+            if not count:
+                raise CorruptEnvelope("envelope file shrank while being read")
+            filled += count
+        if checksum is not None:
+            checksum.update(chunk)
+    return b"" if checksum is None else bytes(checksum.digest())
+
+
+def _allocate(size: int) -> Buffer:
+    """Fresh writable memory for one buffer, to become an unpickled array's own memory.
+
+    Large buffers get a private anonymous mapping advised to use huge pages: a
+    ``bytearray`` would first zero-fill (and fault in) every 4 KiB page, which alone
+    costs about as much as reading the file.
+    """
+    if size < _LARGE or not hasattr(mmap, "MAP_ANONYMOUS"):
+        return bytearray(size)
+    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        buffer.madvise(mmap.MADV_HUGEPAGE)
+    return buffer
+
+
+def _write_all(file: SeekableFile, data: bytes | memoryview) -> None:
+    """Write all of ``data`` (a raw file may write less than asked)."""
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[file.write(view) or 0 :]
 
 
 def _datetime_array(data: Any, dtype: Any) -> Any:
@@ -133,39 +233,36 @@ class Sealer:
         buffers: list[memoryview] = []
         sink = io.BytesIO()
         _Pickler(sink, protocol=5, buffer_callback=lambda b: buffers.append(b.raw())).dump(value)
-        stream = sink.getvalue()
-        table_end = _HEAD.size + len(buffers) * _SLOT.size
-        position = table_end + _TAG_SIZE + len(stream)
-        slots: list[bytes] = []
-        tail: list[bytes | memoryview] = [stream]
-        for view in buffers:
-            start = -(-position // _ALIGN) * _ALIGN
-            if start > position:
-                tail.append(bytes(start - position))
-            tail.append(view)
-            checksum = xxhash.xxh3_128_digest(view, seed=self._seed)
-            slots.append(_SLOT.pack(start, view.nbytes, checksum))
-            position = start + view.nbytes
-        head = _HEAD.pack(_MAGIC, _VERSION, 0, len(buffers), len(stream)) + b"".join(slots)
-        return Envelope((head, self._tag(head, key, stream), *tail), stream, buffers)
+        return Envelope(self, key, sink.getvalue(), buffers)
 
     def unseal(
         self, data: bytes | bytearray | memoryview, key: str
-    ) -> tuple[memoryview, list[memoryview]]:
+    ) -> tuple[memoryview, list[Buffer]]:
         """Verify ``data`` as the envelope of ``key``; return its pickle stream and buffers.
 
-        The returned views share ``data``'s memory: a writable ``data`` gives writable
-        buffers, so arrays unpickled from them are writable without a copy.
+        Raises:
+            CorruptEnvelope: as :meth:`read`.
+        """
+        return self.read(io.BytesIO(data), memoryview(data).nbytes, key)
+
+    def read(self, file: SeekableFile, size: int, key: str) -> tuple[memoryview, list[Buffer]]:
+        """Read and verify the envelope of ``key`` from ``file`` (``size`` bytes, all of it).
+
+        Nothing is trusted before the HMAC over header, table, key and pickle stream checks
+        out. Each buffer is then read into memory of its own (writable, so arrays unpickled
+        from it need no copy) a chunk at a time, and each chunk checksummed right after it
+        is read, while it is in the CPU cache: one pass over memory, as ``np.load`` makes.
 
         Raises:
             CorruptEnvelope: truncated, malformed, tampered, or sealed under another
-                secret or for another key.
+                secret or for another key; or the file shrank while being read.
+            OSError: reading failed.
         """
-        view = memoryview(data).cast("B")
-        size = view.nbytes
         if size < _HEAD.size:
             raise CorruptEnvelope(f"truncated envelope ({size} bytes)")
-        magic, version, _, count, stream_length = _HEAD.unpack_from(view)
+        head = bytearray(_HEAD.size)
+        _read_into(file, memoryview(head))
+        magic, version, _, count, stream_length = _HEAD.unpack(head)
         if magic != _MAGIC:
             raise CorruptEnvelope("not a funcache_ipy envelope")
         if version != _VERSION:
@@ -175,24 +272,33 @@ class Sealer:
         stream_end = stream_start + stream_length
         if stream_end > size:
             raise CorruptEnvelope(f"truncated envelope ({size} bytes)")
-        stream = view[stream_start:stream_end]
+        front = head + bytes(stream_end - _HEAD.size)
+        view = memoryview(front)
+        _read_into(file, view[_HEAD.size :])
+        stream = view[stream_start:]
         expected = self._tag(view[:table_end], key, stream)
-        if not hmac.compare_digest(expected, bytes(view[table_end:stream_start])):
+        if not hmac.compare_digest(expected, view[table_end:stream_start]):
             raise CorruptEnvelope("authentication failed (tampered, or sealed under another key)")
-        buffers: list[memoryview] = []
+        slots = [_SLOT.unpack_from(view, _HEAD.size + i * _SLOT.size) for i in range(count)]
         end = stream_end
-        for index in range(count):
-            start, length, checksum = _SLOT.unpack_from(view, _HEAD.size + index * _SLOT.size)
+        for start, length, _ in slots:
             if start < end or start + length > size:
                 raise CorruptEnvelope(f"truncated envelope ({size} bytes)")
             end = start + length
-            buffer = view[start:end]
-            if xxhash.xxh3_128_digest(buffer, seed=self._seed) != checksum:
-                raise CorruptEnvelope(f"checksum mismatch in buffer {index}")
-            buffers.append(buffer)
         if end != size:
             raise CorruptEnvelope(f"envelope is {size} bytes, expected {end}")
+        buffers = []
+        for index, (start, length, checksum) in enumerate(slots):
+            buffer = _allocate(length)
+            file.seek(start)
+            if _read_into(file, memoryview(buffer), self._checksum()) != checksum:
+                raise CorruptEnvelope(f"checksum mismatch in buffer {index}")
+            buffers.append(buffer)
         return stream, buffers
+
+    def _checksum(self) -> Any:
+        """A fresh keyed xxh3-128 hasher for one buffer."""
+        return xxhash.xxh3_128(seed=self._seed)
 
     def _tag(self, head: bytes | memoryview, key: str, stream: bytes | memoryview) -> bytes:
         """HMAC of header + table, the length-prefixed key and the pickle stream."""

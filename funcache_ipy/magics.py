@@ -321,14 +321,28 @@ class FuncacheMagics(Magics):
         """What ``%funcache info`` shows."""
         store = self.store()
         rows: dict[str, ReportRow] = {}
-        for _, meta in store.entries():
-            row = rows.setdefault(meta.name, ReportRow(meta.name, "function"))
+        # What an entry adds to its row depends on its manifest's labels only, and the
+        # entries of one function or cell mostly share them: worked out once per label set.
+        shapes: dict[tuple[str, ...], tuple[bool, int, bool]] = {}
+        for _, meta in store.entries():  # NB. one scan; cache_info() below reuses it
+            row = rows.get(meta.name)
+            if row is None:
+                row = rows[meta.name] = ReportRow(meta.name, "function")
             row.size += meta.size
-            if file_sets.is_record(meta):  # where the entries are, not an entry
+            labels = tuple(meta.manifest)
+            shape = shapes.get(labels)
+            if shape is None:
+                shape = shapes[labels] = (
+                    file_sets.is_record(meta),
+                    file_sets.tracked_files(meta),
+                    is_cell_entry(meta),
+                )
+            record, files, cell = shape
+            if record:  # where the entries are, not an entry
                 continue
             row.entries += 1
-            row.files.append(file_sets.tracked_files(meta))
-            if is_cell_entry(meta):
+            row.files.append(files)
+            if cell:
                 row.kind = "cell"
         for name, fn in _current_functions(self.shell.user_ns).items():
             info = fn.cache_info()  # NB. also when stored in a directory= of its own

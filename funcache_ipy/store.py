@@ -6,7 +6,7 @@ envelopes it sealed itself (:mod:`funcache_ipy.envelope`), through a ``Disk`` th
 refuses diskcache's pickle mode, pickled keys and value-file names it did not make, and
 verifies every envelope before unpickling. Metadata rides in diskcache's ``tag`` column
 as JSON, so listing and explaining never unpickle, and an evicted value takes its
-metadata with it.
+metadata with it; an index on the name in it finds one function's entries directly.
 
 Storage faults never raise: a bad entry is a miss (warned once, deleted), a failed
 write returns ``False`` and warns, so the caller always keeps the value it computed.
@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import errno
 import json
-import mmap
+import json.scanner
 import os
 import pickle
 import re
@@ -40,11 +40,13 @@ from diskcache.core import MODE_BINARY, MODE_PICKLE, MODE_RAW, UNKNOWN
 
 from funcache_ipy.database import (
     STORAGE_ERRORS,
+    change_stamp,
     corruption_notice,
     is_corruption,
     move_aside,
     open_database,
     referenced_files,
+    tagged_rows,
 )
 from funcache_ipy.envelope import CorruptEnvelope, Envelope, Sealer, load_secret, secret_path
 from funcache_ipy.remote import REMOTE_ENV, RemoteSpec, RemoteTier, tier_for
@@ -70,7 +72,7 @@ DEFAULT_OUTPUT_LIMIT: Final = 2**30
 ENV_VAR: Final = "FUNCACHE_IPY_DIR"
 DEFAULT_DIRECTORY: Final = ".funcache"
 _FILE_THRESHOLD = 2**15  # envelopes from 32 KiB up live in value files, smaller in SQLite
-_LARGE = 2**21  # from one huge page up: preallocated on write, read into a private mapping
+_LARGE = 2**21  # value files from one huge page up are preallocated
 # NB. Reserving a file's blocks before writing makes ext4/xfs writes about a third faster
 # (numpy's tofile does the same) and fails a too-large write before it starts. Linux only:
 # elsewhere posix_fallocate may be emulated by writing a byte into every block.
@@ -149,16 +151,18 @@ class _EnvelopeDisk(diskcache.Disk):
         if not isinstance(value, Envelope):
             raise TypeError(f"funcache_ipy stores envelopes only, not {type(value).__name__}")
         if value.size < self.min_file_size:
-            return 0, MODE_RAW, None, sqlite3.Binary(b"".join(value.parts))
+            return 0, MODE_RAW, None, sqlite3.Binary(value.to_bytes())
         filename, _ = self.filename(key, value)
         filename = filename.replace(os.sep, "/")
-        _write_parts(self.root, filename, value.parts, value.size)
+        _write_file(self.root, filename, value)
         return value.size, MODE_BINARY, filename, None
 
     def fetch(
         self, mode: int, filename: str | None, value: object, read: bool
-    ) -> bytes | bytearray | mmap.mmap | None:
-        """Return an envelope's raw bytes; ``read=True`` means "the tag only" (``None``).
+    ) -> bytes | _ValueFile | None:
+        """Return an envelope's bytes, or its open value file (read while verifying it).
+
+        ``read=True`` means "the tag only" (``None``).
 
         Raises:
             _CorruptEntry: the row is in a mode funcache_ipy never writes (diskcache's
@@ -171,7 +175,7 @@ class _EnvelopeDisk(diskcache.Disk):
         if mode == MODE_BINARY and value is None and filename is not None:
             if not _VALUE_FILE.fullmatch(filename):
                 raise _CorruptEntry(f"value file name {filename!r} was not made by diskcache")
-            return _read_file(self.root, filename)
+            return _open_value_file(self.root, filename)
         if mode == MODE_PICKLE:
             raise _CorruptEntry("diskcache pickle written by someone else; not unpickled")
         raise _CorruptEntry(f"not a funcache_ipy entry (diskcache mode {mode})")
@@ -188,10 +192,8 @@ def _disk_for(root: SafeDir) -> type[_EnvelopeDisk]:
     return type("_EnvelopeDisk", (_EnvelopeDisk,), {"root": root})
 
 
-def _write_parts(
-    root: SafeDir, filename: str, parts: tuple[bytes | memoryview, ...], size: int
-) -> None:
-    """Write ``parts`` to a new file one by one, so no joined copy of a large value exists.
+def _write_file(root: SafeDir, filename: str, envelope: Envelope) -> None:
+    """Write ``envelope`` to a new value file, straight from the value's own buffers.
 
     NB. A process killed here leaves a file no row refers to; :meth:`Store.orphans`
     counts such files and the store collects them (see :data:`ORPHAN_GRACE`).
@@ -199,25 +201,27 @@ def _write_parts(
     descriptor = root.create_file(filename)
     with open(descriptor, "wb", buffering=0) as file:
         try:
-            if _PREALLOCATE and size >= _LARGE:
-                os.posix_fallocate(descriptor, 0, size)
-            for part in parts:
-                view = memoryview(part).cast("B")
-                while view:
-                    view = view[file.write(view) :]
+            if _PREALLOCATE and envelope.size >= _LARGE:
+                os.posix_fallocate(descriptor, 0, envelope.size)
+            envelope.write(file)
         except BaseException:
             with contextlib.suppress(OSError):
                 root.remove_file(filename)
             raise
 
 
-def _read_file(root: SafeDir, filename: str) -> bytes | bytearray | mmap.mmap:
-    """Read a value file into fresh, writable memory with a single copy.
+class _ValueFile(NamedTuple):
+    """An open value file, to be read (and verified) by :meth:`Store.get`, then closed."""
 
-    Large files go to a private anonymous mapping advised to use huge pages: a
-    ``bytearray`` would first zero-fill (and fault in) every 4 KiB page, which alone
-    costs more than reading the file. The regular-file check (after a non-blocking,
-    link-refusing open) keeps a planted FIFO or device from hanging or feeding the read.
+    descriptor: int
+    size: int
+
+
+def _open_value_file(root: SafeDir, filename: str) -> _ValueFile:
+    """Open a value file for reading, refusing links on the way and anything not regular.
+
+    The regular-file check (after a non-blocking, link-refusing open) keeps a planted
+    FIFO or device from hanging or feeding the read.
     """
     try:
         descriptor = root.open_file(filename)
@@ -225,28 +229,11 @@ def _read_file(root: SafeDir, filename: str) -> bytes | bytearray | mmap.mmap:
         raise _VanishedValue(f"value file {root.path / filename} is missing") from None
     except OSError as exc:
         raise _CorruptEntry(f"cannot open value file: {exc}") from None
-    full_path = root.path / filename
-    with open(descriptor, "rb", buffering=0) as file:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            raise _CorruptEntry(f"value file {full_path} is not a regular file")
-        size = info.st_size
-        if size < _LARGE or not hasattr(mmap, "MAP_ANONYMOUS"):
-            buffer: bytearray | mmap.mmap = bytearray(size)
-        else:
-            buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            if hasattr(mmap, "MADV_HUGEPAGE"):
-                buffer.madvise(mmap.MADV_HUGEPAGE)
-        view = memoryview(buffer)
-        position = 0
-        try:
-            while position < size and (count := file.readinto(view[position:])):
-                position += count
-        except OSError as exc:
-            raise _CorruptEntry(f"cannot read value file: {exc}") from None
-    if position < size:
-        raise _CorruptEntry(f"value file {full_path} shrank while being read")
-    return buffer
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(descriptor)
+        raise _CorruptEntry(f"value file {root.path / filename} is not a regular file")
+    return _ValueFile(descriptor, info.st_size)
 
 
 _Hot = tuple[bytes, tuple[bytes, ...]]
@@ -300,6 +287,27 @@ def _thaw(hot: _Hot) -> object:
     if buffers:
         return pickle.loads(stream, buffers=[bytearray(buffer) for buffer in buffers])
     return pickle.loads(stream)
+
+
+class _Listing:
+    """Every entry, oldest first, and by name: valid while the database's stamp is the same.
+
+    Its metadata by tag text spares the next listing parsing the rows it has seen (a row's
+    tag never changes): after a few new entries, listing again parses just those.
+    """
+
+    def __init__(
+        self,
+        stamp: tuple[object, int, int],
+        entries: list[tuple[str, EntryMeta]],
+        by_tag: dict[str, EntryMeta],
+    ) -> None:
+        self.stamp = stamp
+        self.all = entries
+        self.by_tag = by_tag
+        self.by_name: dict[str, list[tuple[str, EntryMeta]]] = {}
+        for entry in entries:
+            self.by_name.setdefault(entry[1].name, []).append(entry)
 
 
 class Orphans(NamedTuple):
@@ -358,6 +366,7 @@ class Store:
         self._hot = _HotBytes(_HOT_TOTAL_LIMIT)
         self._warned: set[str] = set()  # keys whose fault was reported
         self._reported: set[tuple[str, str]] = set()  # (what failed, why): reported once
+        self._listing: _Listing | None = None  # the last full listing (see entries)
         self._open()
 
     def __repr__(self) -> str:
@@ -410,16 +419,25 @@ class Store:
         if data is MISSING:
             return MISSING if self.remote is None else self._fill_from_remote(self.remote, key)
         try:
-            stream, buffers = self._sealer.unseal(data, key)
-            if len(data) >= _HOT_ENTRY_LIMIT:
+            if isinstance(data, _ValueFile):
+                size = data.size
+                with open(data.descriptor, "rb", buffering=0) as file:
+                    stream, buffers = self._sealer.read(file, size, key)
+            else:
+                size = len(data)
+                stream, buffers = self._sealer.unseal(data, key)
+        except CorruptEnvelope as exc:
+            return self._fault(key, str(exc), tag)
+        except OSError as exc:
+            return self._fault(key, f"cannot read value file: {exc}", tag)
+        try:
+            if size >= _HOT_ENTRY_LIMIT:
                 return pickle.loads(stream, buffers=buffers)
             hot = (bytes(stream), tuple(bytes(buffer) for buffer in buffers))
             value = _thaw(hot)
-        except CorruptEnvelope as exc:
-            return self._fault(key, str(exc), tag)
         except Exception as exc:  # unpickling runs arbitrary reconstructors
             return self._fault(key, f"cannot unpickle: {exc!r}", tag)
-        self._hot.put(key, hot, len(data))
+        self._hot.put(key, hot, size)
         return value
 
     def set(self, key: str, value: object, meta: EntryMeta, *, share: bool = True) -> bool:
@@ -478,22 +496,27 @@ class Store:
         """``(key, meta)`` of the entries of function/cell ``name`` (all if None), oldest first.
 
         Rows without valid metadata (foreign or damaged) are left out; ``clear()`` removes them.
+        One query: by name through an index; and while nothing was written since the last
+        full listing, from that listing (``%funcache info`` lists all entries, then each
+        function's). The metadata returned is shared with that listing: do not mutate it.
         """
-        found = []
-        cache = self._database.cache
         try:
-            for key in list(cache.iterkeys()):
-                if type(key) is str:
-                    _, tag = cache.get(key, default=MISSING, read=True, tag=True)
-                    meta = _parse_meta(tag)
-                    if meta is not None and (name is None or meta.name == name):
-                        found.append((key, meta))
+            stamp = change_stamp(self._database.cache)
+            listing = self._listing
+            if listing is not None and listing.stamp == stamp:
+                found = listing.by_name.get(name, []) if name is not None else listing.all
+            else:
+                known = listing.by_tag if listing is not None else {}
+                rows = tagged_rows(self._database.cache, name)
+                found, by_tag = _parsed(rows, known)
+                if name is None:
+                    self._listing = _Listing(stamp, found, by_tag)
         except STORAGE_ERRORS as exc:
             self._storage_failed(
                 "read", exc, f"cannot list the funcache_ipy cache in {self.directory}"
             )
-        found.sort(key=lambda item: item[1].created)
-        return found
+            return []
+        return list(found)
 
     def clear(self, name: str | None = None) -> int:
         """Delete the entries of ``name`` (everything if None); return how many went.
@@ -551,11 +574,12 @@ class Store:
             return 0
 
     def close(self) -> None:
-        """Close this thread's database connection and drop the hot layer.
+        """Close this thread's database connection; drop the hot layer and the listing.
 
         The store stays usable: diskcache reconnects on the next call.
         """
         self._hot.clear()
+        self._listing = None
         self._database.cache.close()
 
     def _fill_from_remote(self, remote: RemoteTier, key: str) -> object:
@@ -762,26 +786,67 @@ def _cause(exc: BaseException) -> str:
     return str(getattr(exc, "sqlite_errorname", "") or f"{type(exc).__name__}: {exc}")
 
 
+def _parsed(
+    rows: list[tuple[object, object]], known: dict[str, EntryMeta]
+) -> tuple[list[tuple[str, EntryMeta]], dict[str, EntryMeta]]:
+    """``(key, meta)`` of the rows with a string key and well-formed metadata, oldest first;
+    and their metadata by tag text. Tags in ``known`` are not parsed again."""
+    found = []
+    by_tag = {}
+    for key, tag in rows:
+        if type(key) is not str or type(tag) is not str:
+            continue
+        meta = known.get(tag) or _parse_meta(tag)
+        if meta is not None:
+            found.append((key, meta))
+            by_tag[tag] = meta
+    found.sort(key=lambda item: item[1].created)
+    return found, by_tag
+
+
+# json.loads minus its wrappers (whitespace regexes, checks), which cost more than the
+# scanning of these short texts; set's tags are json.dumps output, with no whitespace around.
+# (typeshed types the scanner's context as a scanner, not the decoder it really is)
+_scan_json: Final = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+_META_FIELDS: Final = frozenset(field.name for field in dataclasses.fields(EntryMeta))
+_NUMBERS: Final = (int, float)
+
+
 def _parse_meta(tag: object) -> EntryMeta | None:
-    """Metadata from a row's tag; ``None`` unless it is well-formed (rows can be forged)."""
+    """Metadata from a row's tag; ``None`` unless it is well-formed (rows can be forged).
+
+    NB. Runs once per entry when everything is listed: plain loops, no generators.
+    """
     if type(tag) is not str:
         return None
     try:
-        meta = EntryMeta(**json.loads(tag))
-    except (ValueError, TypeError, RecursionError):
+        fields, end = _scan_json(tag, 0)
+    except (StopIteration, ValueError, RecursionError):  # NB. StopIteration: not JSON at all
         return None
-    manifest = meta.manifest
-    valid = (
-        type(meta.name) is str
-        and all(type(x) in (int, float) for x in (meta.created, meta.compute_seconds))
-        and type(meta.size) is int
-        and type(manifest) is dict
-        and all(
-            type(item) is list and all(type(text) is str for text in item)
-            for item in manifest.values()
-        )
+    if end != len(tag) or type(fields) is not dict or fields.keys() != _META_FIELDS:
+        return None
+    name, created, seconds, size, manifest = (
+        fields["name"],
+        fields["created"],
+        fields["compute_seconds"],
+        fields["size"],
+        fields["manifest"],
     )
-    return meta if valid else None
+    if (
+        type(name) is not str
+        or type(created) not in _NUMBERS
+        or type(seconds) not in _NUMBERS
+        or type(size) is not int
+        or type(manifest) is not dict
+    ):
+        return None
+    for item in manifest.values():
+        if type(item) is not list:
+            return None
+        for text in item:
+            if type(text) is not str:
+                return None
+    return EntryMeta(name, created, seconds, size, manifest)
 
 
 def _type_name(value: object) -> str:
