@@ -5,12 +5,14 @@ hits included, so hashing a big list, dict or set must cost about what serializi
 costs. ``pickle.dumps`` (C, protocol 5) followed by xxh3-128 is the reference: the same
 content-addressing done at C speed, without type tags, order rules or aliasing.
 
-Usage: ``python benchmarks/bench_hashing.py`` (about half a minute, ~1 GB of RAM). Best
-of 3 runs per case; compare the ratio column, not the absolute times.
+Usage: ``python benchmarks/bench_hashing.py`` (about a minute, ~1 GB of RAM). Best of 3
+runs per case; compare the ratio column, not the absolute times. numpy is imported if
+installed, as in most notebooks (``hashing_bulk`` sorts sets of ints with it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import random
 import sys
@@ -25,6 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout fi
 from report import table  # noqa: E402
 
 from funcache_ipy.hashing import hash_value  # noqa: E402
+
+with contextlib.suppress(ImportError):
+    import numpy  # noqa: F401 - loaded, as in most notebooks: sets of ints sort with it
 
 REPEATS = 3
 MIXED = (lambda i: i, lambda i: i * 0.5, lambda i: f"s{i}", lambda i: None, lambda i: i % 2 == 0)

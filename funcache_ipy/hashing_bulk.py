@@ -21,6 +21,8 @@ The pickle of such a value means what the walk means, by construction:
   below says how it keeps them out or accounts for them.
 - Sets, whose iteration order follows ``PYTHONHASHSEED``, are pickled as a sorted list.
 
+numpy is only used if already imported (to sort ints), and never changes a digest.
+
 Which path a value takes depends only on the value (its types, length and aliasing), so
 equal values always get equal digests; the caller tags a bulk digest apart from a walk.
 """
@@ -32,8 +34,9 @@ import math
 import operator
 import pickle
 import struct
-from collections.abc import Collection
-from itertools import chain, filterfalse
+import sys
+from collections.abc import Callable, Collection
+from itertools import chain, filterfalse, islice
 from typing import Any
 
 from funcache_ipy.hashing_stream import hash_bytes
@@ -175,8 +178,31 @@ def set_digest(members: set[Any] | frozenset[Any]) -> bytes | None:
     for kind in _SET_ORDER:
         if kind in kinds:
             group = members if len(kinds) == 1 else [x for x in members if type(x) is kind]
-            ordered += _sorted_floats(group) if kind is float else sorted(group)
+            ordered += _SORTED.get(kind, sorted)(group)
     return _pickled_digest(ordered)
+
+
+def _sorted_ints(group: Collection[int]) -> list[int]:
+    """Ints in ascending order: as they are if in order already, else sorted by numpy if loaded.
+
+    NB. Every way gives the same list, so which one runs cannot change a digest. A set of
+    small ints often iterates in order; others sort about 5x faster in numpy (int64 only).
+    """
+    ordered = list(group)
+    if all(map(operator.lt, ordered, islice(ordered, 1, None))):
+        return ordered
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        try:
+            array = numpy.fromiter(ordered, dtype=numpy.int64, count=len(ordered))
+        except OverflowError:
+            pass
+        else:
+            array.sort()
+            ints: list[int] = array.tolist()
+            return ints
+    ordered.sort()
+    return ordered
 
 
 def _sorted_floats(group: Collection[Any]) -> list[float]:
@@ -191,3 +217,9 @@ def _sorted_floats(group: Collection[Any]) -> list[float]:
         return sorted(group)
     numbers = sorted(filterfalse(math.isnan, group))
     return numbers + sorted(nans, key=_float_bits)
+
+
+_SORTED: dict[type, Callable[[Collection[Any]], list[Any]]] = {
+    int: _sorted_ints,
+    float: _sorted_floats,
+}
