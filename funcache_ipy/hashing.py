@@ -3,9 +3,10 @@
 A value is serialised into an unambiguous, type-tagged byte stream (the grammar is in
 ``hashing_stream``) and the stream is hashed with xxh3-128. Big buffers (numpy data,
 string columns) are hashed on their own and only their digest enters the stream, so they
-are read once, in place (``hashing_arrays``). Python's ``hash()`` is never used: it is
-salted per process (``PYTHONHASHSEED``) and would make keys useless across kernel
-restarts.
+are read once, in place (``hashing_arrays``); so are long lists, tuples, dicts and sets
+of scalars, serialized in one C pass instead of walked (``hashing_bulk``). Python's
+``hash()`` is never used: it is salted per process (``PYTHONHASHSEED``) and would make
+keys useless across kernel restarts.
 
 numpy and pandas are only looked up in ``sys.modules``: a value can only be an ndarray
 if numpy was imported already, and importing them here would slow ``import funcache_ipy``.
@@ -41,6 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from funcache_ipy.hashing_arrays import feed_numpy, feed_pandas
+from funcache_ipy.hashing_bulk import BULK_MIN, dict_digest, sequence_digest, set_digest
 from funcache_ipy.hashing_stream import (
     SCALARS,
     Failure,
@@ -143,8 +145,8 @@ def hash_value(obj: object, *, code_hasher: CodeHasher | None = None) -> bytes:
     enc = SCALARS.get(kind)
     if enc is not None:
         return hash_bytes(enc(obj))
-    if isinstance(obj, (tuple, list)) and (kind is tuple or kind is list):
-        flat = _scalar_parts(obj)
+    if isinstance(obj, (tuple, list)) and (kind is tuple or kind is list) and len(obj) < BULK_MIN:
+        flat = _scalar_parts(obj)  # longer ones are hashed in bulk, by the walker
         if flat is not None:
             return hash_bytes(_counted(b"(" if kind is tuple else b"[", flat))
     walker = Walker(code_hasher)
@@ -170,8 +172,8 @@ def hash_items(
     the digest :func:`hash_value` gives it.
 
     Returns:
-        The digest, and each item's part of it: a scalar's own encoding (a tuple of
-        scalars thus digests as :func:`hash_value` does), else ``#`` + its digest.
+        The digest, and each item's part of it: a scalar's own encoding (a short tuple
+        of scalars thus digests as :func:`hash_value` does), else ``#`` + its digest.
 
     >>> whole, parts = hash_items((1, "a"))
     >>> whole == hash_value((1, "a")) and hash_bytes(parts[1]) == hash_value("a")
@@ -415,8 +417,17 @@ class Walker:
         self.out += ref
 
     def items(self, values: Sequence[Any], tag: bytes) -> None:
-        """Append a counted sequence; failures are located as ``[i]``."""
+        """Append a counted sequence; failures are located as ``[i]``.
+
+        A long list or tuple of scalars (or of tuples of scalars) is hashed in bulk
+        (``hashing_bulk``): ``!`` + its tag + count + the bulk digest.
+        """
         out = self.out
+        if len(values) >= BULK_MIN and isinstance(values, (list, tuple)):
+            digest = sequence_digest(values, self.memo, self.kept)
+            if digest is not None:
+                out += b"!" + tag + pack_len(len(values)) + digest
+                return
         out += tag + pack_len(len(values))
         for item in values:
             enc = SCALARS.get(type(item))
@@ -449,6 +460,11 @@ class Walker:
     def _dict(self, obj: dict[Any, Any]) -> None:
         # NB. Insertion order is kept: it is observable (iteration, repr, json.dumps), so
         # {"a": 1, "b": 2} and {"b": 2, "a": 1} can give different results.
+        if len(obj) >= BULK_MIN and type(obj) is dict:
+            digest = dict_digest(obj)
+            if digest is not None:
+                self.out += b"!{" + pack_len(len(obj)) + digest
+                return
         self.out += b"{" + pack_len(len(obj))
         key: Any = None
         try:
@@ -471,12 +487,18 @@ class Walker:
 
     def _set(self, obj: set[Any] | frozenset[Any]) -> None:
         # Member digests are sorted: set iteration order depends on PYTHONHASHSEED.
+        tag = b"<" if type(obj) is set else b">"
+        if len(obj) >= BULK_MIN:
+            digest = set_digest(obj)
+            if digest is not None:
+                self.out += b"!" + tag + pack_len(len(obj)) + digest
+                return
         try:
             digests = sorted(map(self.digest_of, obj))
         except Failure as failure:
             failure.path.append("{…}")
             raise
-        self.out += (b"<" if type(obj) is set else b">") + pack_len(len(digests))
+        self.out += tag + pack_len(len(digests))
         self.out += b"".join(digests)
 
     def _code(self, obj: Any) -> None:

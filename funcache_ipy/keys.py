@@ -20,7 +20,8 @@ import xxhash
 # stored by the files they read; class fingerprints leave __slotnames__ out; cached
 # functions are CachedFunction objects; a call's arguments are keyed by one digest each
 # (hashing.hash_items); cell entries record the random states they started from.
-SCHEMA_VERSION = 2
+# 3: long lists, tuples, dicts and sets of scalars are hashed in bulk (hashing_bulk).
+SCHEMA_VERSION = 3
 _SALT = f"funcache_ipy:{SCHEMA_VERSION}:py{sys.version_info[0]}.{sys.version_info[1]}:".encode()
 
 Manifest = Mapping[str, Sequence[str]]

@@ -575,6 +575,20 @@ def test_envelope_written_by_format_1_still_loads() -> None:
         Sealer(GOLDEN_SECRET).unseal(data, "another-key")
 
 
+def _install_old_cache(name: str, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Copy ``data/<name>_cache`` into place under ``GOLDEN_SECRET``; import its module."""
+    import shutil
+
+    data = Path(__file__).parent / "data"
+    shutil.copytree(data / f"{name}_cache", cache)
+    key_path = secret_path()
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    key_path.write_bytes(GOLDEN_SECRET)
+    key_path.chmod(0o600)
+    monkeypatch.syspath_prepend(str(data))
+    monkeypatch.delitem(sys.modules, f"{name}_fixture_module", raising=False)
+
+
 def test_entry_stored_under_key_schema_1_is_recomputed_not_served(
     isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -584,16 +598,7 @@ def test_entry_stored_under_key_schema_1_is_recomputed_not_served(
     ``schema1_fixture_module.double(21)`` under ``GOLDEN_SECRET``: the same call now
     finds nothing to serve, runs, and stores beside the old entry.
     """
-    import shutil
-
-    data = Path(__file__).parent / "data"
-    shutil.copytree(data / "schema1_cache", isolated_cache)
-    key_path = secret_path()
-    key_path.parent.mkdir(parents=True, exist_ok=True)
-    key_path.write_bytes(GOLDEN_SECRET)
-    key_path.chmod(0o600)
-    monkeypatch.syspath_prepend(str(data))
-    monkeypatch.delitem(sys.modules, "schema1_fixture_module", raising=False)
+    _install_old_cache("schema1", isolated_cache, monkeypatch)
     from schema1_fixture_module import double  # type: ignore[import-not-found]
 
     assert len(open_store().entries("schema1_fixture_module.double")) == 1, "the old entry"
@@ -602,3 +607,23 @@ def test_entry_stored_under_key_schema_1_is_recomputed_not_served(
         assert double(21) == 42
     hits, misses, entries, _ = double.cache_info()
     assert (hits, misses, entries) == (0, 1, 2), "a schema-1 entry must not be served"
+
+
+def test_entry_stored_under_key_schema_2_is_recomputed_not_served(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema 3 changed how lists, tuples, dicts and sets of scalars are hashed.
+
+    ``data/schema2_cache`` was written by the last schema-2 commit (0bbc272) calling
+    ``schema2_fixture_module.total(list(range(100)))`` under ``GOLDEN_SECRET``: the same
+    call now finds nothing to serve, runs, and stores beside the old entry.
+    """
+    _install_old_cache("schema2", isolated_cache, monkeypatch)
+    from schema2_fixture_module import total  # type: ignore[import-not-found]
+
+    assert len(open_store().entries("schema2_fixture_module.total")) == 1, "the old entry"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FuncacheWarning)  # not served, and not corrupt either
+        assert total(list(range(100))) == 4950
+    hits, misses, entries, _ = total.cache_info()
+    assert (hits, misses, entries) == (0, 1, 2), "a schema-2 entry must not be served"
