@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import html
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -82,14 +84,21 @@ class OutputCapture:
         self._holding_back = False  # recording figures to show after Out[n]: not shown now
         self._saved: dict[str, object] = {}
         self._streams: tuple[TextIO, TextIO] | None = None
+        self._widgets: list[tuple[DisplayOutput, str]] = []  # displays of live widgets
 
     @property
     def outputs(self) -> tuple[Output, ...]:
-        """What was recorded so far, in order."""
-        return tuple(
-            StreamOutput(item[0], "".join(item[1])) if isinstance(item, tuple) else item
-            for item in self._items
-        )
+        """What was recorded so far, in order; widgets as the text of their state now."""
+        final = {id(display): _widget_text(model_id) for display, model_id in self._widgets}
+        recorded: list[Output] = []
+        for item in self._items:
+            if isinstance(item, tuple):
+                recorded.append(StreamOutput(item[0], "".join(item[1])))
+            elif id(item) not in final:
+                recorded.append(item)
+            elif (text := final[id(item)]) is not None:  # None: closed, shown no more
+                recorded.append(DisplayOutput({"text/plain": text}, {}, None, item.update))
+        return tuple(recorded)
 
     def __enter__(self) -> OutputCapture:
         publisher = self._publisher
@@ -104,7 +113,11 @@ class OutputCapture:
             if shown:
                 transient, update = kw.get("transient"), bool(kw.get("update", False))
                 held = self._holding_back
-                self._record(DisplayOutput(shown, dict(metadata or {}), transient, update, held))
+                display = DisplayOutput(shown, dict(metadata or {}), transient, update, held)
+                self._record(display)
+                view = data.get(_WIDGET_MIME)
+                if isinstance(view, dict) and isinstance(view.get("model_id"), str):
+                    self._widgets.append((display, view["model_id"]))
             if self._holding_back:
                 return
             with self._pass_through():
@@ -180,6 +193,36 @@ class OutputCapture:
             yield
         finally:
             self._passing_through = False
+
+
+def _widget_text(model_id: str) -> str | None:
+    """What a live ipywidgets widget shows now, as text: a replayed view of it would be
+    dead (its model is gone after a restart), frozen at the state it was displayed in
+    (tqdm's bar at 0%). ``None`` once the widget is closed (a frontend removes it)."""
+    module = sys.modules.get("ipywidgets.widgets.widget")
+    instances = getattr(module, "_instances", None)
+    widget = instances.get(model_id) if isinstance(instances, dict) else None
+    return None if widget is None else _text_of(widget)
+
+
+def _text_of(widget: Any) -> str:
+    """``100%|██████████| 100/100 [00:01<00:00]`` for tqdm's box of HTML, bar and HTML."""
+    children = getattr(widget, "children", None)
+    if isinstance(children, (tuple, list)):
+        return "".join(_text_of(child) for child in children)
+    value, top = getattr(widget, "value", None), getattr(widget, "max", None)
+    if "Progress" in type(widget).__name__ and isinstance(value, (int, float)) and top:
+        filled = max(0, min(_BAR, round(_BAR * value / top)))
+        return f"|{'█' * filled}{' ' * (_BAR - filled)}|"
+    if isinstance(value, str):
+        # NB. tqdm pads with figure spaces (U+2007), for aligned HTML; text wants spaces
+        return html.unescape(_TAG.sub("", value)).replace("\u2007", " ")
+    description = getattr(widget, "description", None)
+    return description if isinstance(description, str) else ""
+
+
+_BAR = 10  # characters in a replayed progress bar, as tqdm's text bar
+_TAG = re.compile(r"<[^>]*>")
 
 
 class _Tee:

@@ -343,6 +343,8 @@ def run_demo(out: TextIO = sys.stdout) -> int:
                 print(f"{label} failed in cell {_headline(run.source)!r}:\n{run.error}", file=out)
                 return 1
     print(format_table(first, second), file=out)
+    for said in _what_it_said(first, second):
+        print(said, file=out)
     cached = [run for run in second if run.cache]
     hits = [run for run in cached if run.cache == "hit"]
     before = sum(run.seconds for run in first)
@@ -353,6 +355,21 @@ def run_demo(out: TextIO = sys.stdout) -> int:
         file=out,
     )
     return 0 if cached and len(hits) == len(cached) else 1
+
+
+def _what_it_said(first: Sequence[CellRun], second: Sequence[CellRun]) -> list[str]:
+    """The lines that sell the tool: why an edit recomputed (run 1's ``explain``), and
+    one hit notice of run 2."""
+    said = ["", "what the notebook said:"]
+    for label, runs, wanted in (("run 1", first, ": miss\n"), ("run 2", second, HIT_NOTICE)):
+        for number, run in enumerate(runs, start=1):
+            at = run.stdout.find(wanted)
+            if at >= 0:
+                start = run.stdout.rfind("\n", 0, at) + 1
+                lines = run.stdout[start:].splitlines()[: 2 if wanted == ": miss\n" else 1]
+                said.append(f"  {label}, cell {number}: {' '.join(ln.strip() for ln in lines)}")
+                break
+    return said
 
 
 def format_table(first: Sequence[CellRun], second: Sequence[CellRun]) -> str:

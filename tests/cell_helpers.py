@@ -15,6 +15,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from funcache_ipy import decorator
+from funcache_ipy.cell import CellCache
 from tests.conftest import run_cell
 
 TICK = """
@@ -42,6 +43,10 @@ def runs() -> int:
 
 
 def restart(ip: InteractiveShell) -> None:
-    """An empty namespace, as after a kernel restart (``tick`` defined again)."""
+    """As after a kernel restart: an empty namespace (``tick`` defined again), no cell
+    bookkeeping, and the store's in-memory layer dropped, so hits are read from disk."""
     ip.reset(new_session=False)
+    magics = ip.magics_manager.registry["FuncacheMagics"]
+    magics.cells = CellCache(magics.store)
+    magics.store().close()
     run_cell(ip, TICK)

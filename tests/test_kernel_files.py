@@ -57,6 +57,11 @@ def test_changed_csv_between_restarts_recomputes_and_revert_hits(kernel: KernelS
     execute(kernel, ROWS)
     assert call(kernel, "rows()") == ("computing rows\n", ["100"])
     assert call(kernel, "first_line(Path(PATH))") == ("computing first_line\n", ["'0'"])
+    Path("sales.csv").write_text("a\n5\n6\n")  # changed within the session
+    assert call(kernel, "rows()") == ("computing rows\n", ["2"]), "stale within the session"
+    assert call(kernel, "first_line(Path(PATH))") == ("computing first_line\n", ["'5'"])
+    write_csv(100)  # reverted within the session: the first entries again
+    assert call(kernel, "rows()") == ("", ["100"]), "reverted: expected a hit"
 
     kernel.restart()
     execute(kernel, ROWS)

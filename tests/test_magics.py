@@ -24,7 +24,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from funcache_ipy import decorator, magics
 from funcache_ipy.store import FuncacheWarning, open_store
-from tests.cell_helpers import restart, runs
+from tests.cell_helpers import TICK, restart, runs
 from tests.conftest import run_cell
 
 
@@ -388,8 +388,12 @@ def test_import_made_possible_otherwise_by_the_cell_warns_once(
     monkeypatch.syspath_prepend(str(Path.cwd() / ".generated"))
     cell = "%%funcache --name writer\ntick()\nfrom pathlib import Path\nPath('.generated/fc_written.py').write_text('X = 3')\nimport fc_written\nx = fc_written.X\n"
 
-    def run_after_restart() -> list[str]:
-        restart(ip)
+    def run_after_restart(same_session: bool = False) -> list[str]:
+        if same_session:  # the namespace emptied by hand (%reset), the module deleted
+            ip.reset(new_session=False)
+            run_cell(ip, TICK)
+        else:
+            restart(ip)
         Path(".generated/fc_written.py").unlink()
         del sys.modules["fc_written"]
         with warnings.catch_warnings(record=True) as caught:
@@ -400,7 +404,7 @@ def test_import_made_possible_otherwise_by_the_cell_warns_once(
 
     try:
         run_cell(ip, cell)
-        first, second = run_after_restart(), run_after_restart()
+        first, second = run_after_restart(), run_after_restart(same_session=True)
     finally:
         sys.modules.pop("fc_written", None)
     assert runs() == 3

@@ -95,6 +95,8 @@ def test_demo_command_runs_from_any_directory_and_leaves_nothing(
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert any("miss -> hit" in row for row in rows), result.stdout
     assert "%%funcache" in result.stdout, result.stdout
+    assert "word_stats: miss - function `normalize` changed" in result.stdout, result.stdout
+    assert "funcache: restored lengths, report from cache in " in result.stdout, result.stdout
     assert list(elsewhere.iterdir()) == [], "the demo wrote into the current directory"
     assert list(scratch.iterdir()) == [], "the demo left temporary files behind"
     assert not isolated_cache.exists(), "the demo used the caller's cache directory"
