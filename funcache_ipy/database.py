@@ -9,6 +9,10 @@ One bad file must neither cost a result nor disable the cache for good:
   its shared-memory file cannot be made), so stored results are still served.
 - A symbolic link, or anything but a regular file, in place of the database or its
   journal files is refused: SQLite would follow it out of the cache directory.
+- In a group-shared directory (see :mod:`funcache_ipy.safedir`) the database is made
+  group-writable before SQLite opens it. SQLite gives its ``-wal`` and ``-shm`` files the
+  database's own mode, so they are group-writable too and every teammate can open it
+  (without this, the umask left them 0644 and only their creator could).
 
 It also owns the SQL funcache_ipy adds to diskcache's: an index of the rows by the name
 in their metadata (made when a database opens, so older directories get it too), and the
@@ -81,6 +85,8 @@ def open_database(
             corrupt database cannot be moved aside; the message says which file and why.
     """
     _refuse_odd_files(root)
+    with contextlib.suppress(OSError):  # a teammate's database is theirs to chmod: see below
+        root.share_file(DATABASE)
     identity = root.lstat(DATABASE)
     try:
         cache = _WritableCache(str(root.path), timeout=timeout, disk=disk, **settings)
@@ -240,8 +246,17 @@ def _why_unwritable(root: SafeDir, failure: BaseException) -> str:
             return f"read-only file system; SQLite: {failure}"
         if status.f_bavail == 0 or status.f_favail == 0:
             return f"the disk is full; SQLite: {failure}"
-    if not os.access(root.path, os.W_OK, effective_ids=os.access in os.supports_effective_ids):
+    effective = os.access in os.supports_effective_ids
+    if not os.access(root.path, os.W_OK, effective_ids=effective):
         return f"the directory is not writable for you; SQLite: {failure}"
+    database = root.lstat(DATABASE)
+    if database is not None and not os.access(
+        root.path / DATABASE, os.W_OK, effective_ids=effective
+    ):
+        return (
+            f"{DATABASE} is not writable for you (mode {stat.filemode(database.st_mode)}, "
+            f"uid {database.st_uid}: its owner can run chmod g+w on it); SQLite: {failure}"
+        )
     return str(failure)
 
 

@@ -345,6 +345,11 @@ def tier_for(remote: str | RemoteSpec, warn: Warn) -> RemoteTier | None:
     reported once, through ``warn``, and the cache stays local (None).
     """
     trust = os.environ.get(TRUST_ENV, "")
+    if _forked:
+        # NB. A forked process (a ProcessPoolExecutor or multiprocessing worker) may end
+        # in os._exit, which skips atexit: a background upload would be lost.
+        remote = remote if isinstance(remote, RemoteSpec) else RemoteSpec(remote)
+        remote = remote._replace(wait=True)
     cached = (remote, trust)
     if cached in _tiers:
         return _tiers[cached]
@@ -362,8 +367,14 @@ def tier_for(remote: str | RemoteSpec, warn: Warn) -> RemoteTier | None:
         return _tiers[cached]
 
 
+_forked = False  # this process was forked from one that imported this module
+
+
 def _forget_tiers() -> None:
-    """In a forked child: the parent's upload threads do not exist here."""
+    """In a forked child: the parent's upload threads do not exist here; and its own
+    uploads must be done before it returns (see tier_for)."""
+    global _forked
+    _forked = True
     _tiers.clear()
 
 

@@ -8,6 +8,11 @@ there. :class:`SafeDir` instead holds a descriptor of the real directory and wal
 path from it one component at a time (``openat`` with ``O_NOFOLLOW | O_DIRECTORY``): a
 symbolic link anywhere along the way is refused, never followed, and a directory renamed
 or replaced under us is noticed rather than silently swapped in. POSIX only (``dir_fd``).
+
+A directory is normally its owner's alone (0o700, files 0o600). One that is *group-shared*
+-- setgid, group-writable, not world-writable (``chmod 2770``, the usual way to give a
+team one folder) -- was shared on purpose: what is created in it is group-writable
+(directories 0o2770, files 0o660, whatever the umask), so teammates can write there too.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-__all__ = ["SafeDir", "UnsafePath"]
+__all__ = ["SafeDir", "UnsafePath", "is_group_shared"]
 
 # NB. getattr: these flags do not exist on Windows, where SafeDir refuses to open instead.
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
@@ -37,6 +42,13 @@ _TOUCH_FLAGS: Final = os.O_WRONLY | os.O_CREAT | _NOFOLLOW | _NONBLOCK | _CLOEXE
 _CREATE_ATTEMPTS: Final = 100
 
 
+def is_group_shared(info: os.stat_result) -> bool:
+    """Whether a directory was shared with its group on purpose: setgid, group-writable,
+    and not writable by everyone (a world-writable one is never "shared", just open)."""
+    mode = info.st_mode
+    return bool(mode & stat.S_ISGID and mode & stat.S_IWGRP and not mode & stat.S_IWOTH)
+
+
 class UnsafePath(OSError):
     """A path inside the directory that is refused: a symbolic link on the way, or ``..``."""
 
@@ -51,6 +63,7 @@ class SafeDir:
     """
 
     path: Path
+    shared: bool  # group-shared (see the module's docstring): create group-writable things
 
     def __init__(self, path: Path, *, create: bool) -> None:
         """Open ``path`` (already resolved), creating it (0o700) first if ``create``.
@@ -65,6 +78,9 @@ class SafeDir:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
         self._descriptor = os.open(path, _DIRECTORY_FLAGS)
+        self.shared = is_group_shared(os.fstat(self._descriptor))
+        self._file_mode = 0o660 if self.shared else 0o600
+        self._directory_mode = 0o2770 if self.shared else 0o700
 
     def __repr__(self) -> str:
         return f"SafeDir({str(self.path)!r})"
@@ -118,7 +134,8 @@ class SafeDir:
             os.close(parent)
 
     def create_file(self, relative: str) -> int:
-        """A write descriptor of a new file ``relative`` (0o600), making its directories.
+        """A write descriptor of a new file ``relative`` (0o600, or 0o660 if shared), making
+        its directories.
 
         Raises:
             FileExistsError: the file exists already.
@@ -128,8 +145,8 @@ class SafeDir:
         return self._create(relative, _CREATE_FLAGS)
 
     def open_lock(self, relative: str) -> int:
-        """A read-write descriptor of ``relative`` (0o600), created with its directories if
-        missing: a lock file, which other processes open too.
+        """A read-write descriptor of ``relative`` (0o600, or 0o660 if shared), created with
+        its directories if missing: a lock file, which other processes open too.
 
         Raises:
             UnsafePath: a component is a symbolic link.
@@ -144,7 +161,7 @@ class SafeDir:
             try:
                 parent = self._open_directory(directories, create=True)
                 try:
-                    return _open_at(parent, name, flags, self.path / relative, 0o600)
+                    return self._open_new(parent, name, flags, self.path / relative)
                 finally:
                     os.close(parent)
             except FileNotFoundError:  # a directory on the way was pruned meanwhile
@@ -186,7 +203,7 @@ class SafeDir:
         Raises:
             UnsafePath: ``name`` is a symbolic link.
         """
-        descriptor = _open_at(self._descriptor, name, _TOUCH_FLAGS, self.path / name, 0o600)
+        descriptor = self._open_new(self._descriptor, name, _TOUCH_FLAGS, self.path / name)
         try:
             os.utime(descriptor)
         finally:
@@ -195,11 +212,33 @@ class SafeDir:
     def write_new(self, name: str, data: bytes) -> None:
         """Create the file ``name`` of this directory with ``data``, unless it exists."""
         try:
-            descriptor = _open_at(self._descriptor, name, _CREATE_FLAGS, self.path / name, 0o600)
+            descriptor = self._open_new(self._descriptor, name, _CREATE_FLAGS, self.path / name)
         except FileExistsError:
             return
         with open(descriptor, "wb") as file:
             file.write(data)
+
+    def share_file(self, name: str) -> None:
+        """In a shared directory, make the file ``name`` of it group-writable (creating it
+        empty if missing); elsewhere do nothing.
+
+        For files others open by name (SQLite's database): they need it writable.
+
+        Raises:
+            UnsafePath: ``name`` is a symbolic link.
+            OSError: it cannot be created.
+        """
+        if not self.shared:
+            return
+        flags = os.O_RDONLY | os.O_CREAT | _NOFOLLOW | _NONBLOCK | _CLOEXEC
+        descriptor = self._open_new(self._descriptor, name, flags, self.path / name)
+        try:
+            info = os.fstat(descriptor)
+            # NB. Only its owner may chmod a file; a teammate's is as its owner left it.
+            if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) & 0o060 != 0o060:
+                os.fchmod(descriptor, stat.S_IMODE(info.st_mode) | 0o060)
+        finally:
+            os.close(descriptor)
 
     def files(self, depth: int) -> Iterator[tuple[str, os.stat_result]]:
         """``(relative path, status)`` of the regular files exactly ``depth`` directories down.
@@ -239,15 +278,37 @@ class SafeDir:
         try:
             for directory in directories:
                 shown /= directory
+                made = False
                 if create:
                     with contextlib.suppress(FileExistsError):
-                        os.mkdir(directory, 0o700, dir_fd=descriptor)
+                        os.mkdir(directory, self._directory_mode, dir_fd=descriptor)
+                        made = True
                 child = _open_at(descriptor, directory, _DIRECTORY_FLAGS, shown)
+                if made and self.shared:
+                    os.fchmod(child, self._directory_mode)  # NB. the umask took group write
                 os.close(descriptor)
                 descriptor = child
         except BaseException:
             os.close(descriptor)
             raise
+        return descriptor
+
+    def _open_new(self, parent: int, name: str, flags: int, shown: Path) -> int:
+        """``_open_at`` for a file that may be created: 0o600, or 0o660 in a shared directory.
+
+        NB. The umask (commonly 022) would take the group's write bit: a file this call
+        created gets its mode set explicitly (told by its size 0 and our ownership).
+        """
+        descriptor = _open_at(parent, name, flags, shown, self._file_mode)
+        if self.shared:
+            info = os.fstat(descriptor)
+            if (
+                info.st_size == 0
+                and info.st_uid == os.geteuid()
+                and stat.S_IMODE(info.st_mode) != self._file_mode
+            ):
+                with contextlib.suppress(OSError):
+                    os.fchmod(descriptor, self._file_mode)
         return descriptor
 
 

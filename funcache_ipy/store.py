@@ -10,6 +10,11 @@ metadata with it; an index on the name in it finds one function's entries direct
 
 Storage faults never raise: a bad entry is a miss (warned once, deleted), a failed
 write returns ``False`` and warns, so the caller always keeps the value it computed.
+
+A group-shared directory (setgid, group-writable: see :mod:`funcache_ipy.safedir`) holds
+several users' entries. Each user's secret differs, so nobody can verify a teammate's
+entry: each user's rows are keyed ``<key>~<user id>`` (an id derived from the secret), so
+teammates computing the same key never read, "repair" or overwrite each other's rows.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import collections
 import contextlib
 import dataclasses
 import errno
+import hashlib
+import hmac
 import json
 import json.scanner
 import os
@@ -354,7 +361,11 @@ class Store:
         # put them back; a bigger one must still be on disk as the run left it.
         self.output_limit = DEFAULT_OUTPUT_LIMIT
         key_path = secret_path()
-        self._sealer = Sealer(load_secret(key_path))
+        secret = load_secret(key_path)
+        self._sealer = Sealer(secret)
+        # Marks this user's rows in a shared directory; reveals nothing of the secret.
+        self._user_id = hmac.digest(secret, b"funcache_ipy user id", hashlib.sha256).hex()[:16]
+        self._row_suffix = ""  # "~<user id>" while the directory is group-shared (see _open)
         info = key_path.stat()
         if os.name == "posix" and (info.st_mode & 0o077 or info.st_uid != os.getuid()):
             warnings.warn(
@@ -406,9 +417,9 @@ class Store:
         cache = self._database.cache
         try:
             try:
-                data, tag = cache.get(key, default=MISSING, tag=True)
+                data, tag = cache.get(key + self._row_suffix, default=MISSING, tag=True)
             except _VanishedValue:  # maybe overwritten between SELECT and open: look again
-                data, tag = cache.get(key, default=MISSING, tag=True)
+                data, tag = cache.get(key + self._row_suffix, default=MISSING, tag=True)
         except _CorruptEntry as exc:
             return self._fault(key, str(exc))
         except STORAGE_ERRORS as exc:
@@ -465,7 +476,7 @@ class Store:
                 self._reopen()  # deleted under us (rm -rf .funcache), or space freed since
             if not self._database.writable:
                 return False  # said once, when the store opened read-only
-            self._database.cache.set(key, envelope, tag=tag)
+            self._database.cache.set(key + self._row_suffix, envelope, tag=tag)
         except STORAGE_ERRORS as exc:
             self._hot.discard(key)
             self._storage_failed("write", exc, failure)
@@ -482,7 +493,8 @@ class Store:
     def meta(self, key: str) -> EntryMeta | None:
         """The metadata of ``key``'s entry, or ``None`` if absent (read without unpickling)."""
         try:
-            _, tag = self._database.cache.get(key, default=MISSING, read=True, tag=True)
+            row = key + self._row_suffix
+            _, tag = self._database.cache.get(row, default=MISSING, read=True, tag=True)
         except STORAGE_ERRORS as exc:
             self._storage_failed(
                 "read", exc, f"cannot read the funcache_ipy cache in {self.directory}"
@@ -508,7 +520,7 @@ class Store:
             else:
                 known = listing.by_tag if listing is not None else {}
                 rows = tagged_rows(self._database.cache, name)
-                found, by_tag = _parsed(rows, known)
+                found, by_tag = _parsed(rows, known, self._row_suffix)
                 if name is None:
                     self._listing = _Listing(stamp, found, by_tag)
         except STORAGE_ERRORS as exc:
@@ -527,7 +539,7 @@ class Store:
         if not self._database.writable:
             self._storage_failed("clear", OSError(errno.EROFS, "opened read-only"), failure)
             return 0
-        if name is None:
+        if name is None and not self._root.shared:
             self._hot.clear()
             try:
                 removed = int(self._database.cache.clear())
@@ -536,14 +548,18 @@ class Store:
                 self._storage_failed("clear", exc, failure)
                 return 0
             return removed
+        # NB. In a shared directory only this user's entries: the others are teammates'.
         removed = 0
         for key, _ in self.entries(name):
             self._hot.discard(key)
             try:
-                removed += self._database.cache.delete(key)
+                removed += self._database.cache.delete(key + self._row_suffix)
             except STORAGE_ERRORS as exc:
                 self._storage_failed("clear", exc, failure)
                 break
+        if name is None:
+            with contextlib.suppress(*STORAGE_ERRORS):
+                self._collect_orphans()
         return removed
 
     def orphans(self) -> Orphans:
@@ -625,6 +641,7 @@ class Store:
                 + (str(exc) if isinstance(exc, UnsafePath) else f"{exc}; {advice}")
             ) from exc
         self._root, self._database = root, database
+        self._row_suffix = "~" + self._user_id if root.shared else ""
         if database.notice is not None:
             kind = "recovered" if database.recovered else "read-only"
             self._report(("open", kind), database.notice)
@@ -640,16 +657,24 @@ class Store:
         old_root.close()
 
     def _check_ownership(self, root: SafeDir) -> None:
-        """Warn (once) when others may write the directory: they could tamper with it."""
+        """Warn (once) when others may write the directory: they could tamper with it.
+
+        A group-shared directory (setgid, group-writable, not world-writable) was shared
+        with a team on purpose, whoever owns it: no warning. Teammates can delete entries
+        there, never make one load (each user's are authenticated under their own secret).
+        """
         info = root.stat()
-        if os.name != "posix" or not (info.st_mode & 0o022 or info.st_uid != os.geteuid()):
+        if os.name != "posix" or root.shared:
+            return
+        if not (info.st_mode & 0o022 or info.st_uid != os.geteuid()):
             return
         owner = "owned by another user" if info.st_uid != os.geteuid() else "writable by others"
         self._report(
             ("ownership", owner),
             f"funcache_ipy cache directory {self.directory} is {owner} "
             f"(mode {stat.filemode(info.st_mode)}, uid {info.st_uid}): they can delete or "
-            f"plant entries; use a directory of your own, mode 700 (chmod 700 {self.directory})",
+            f"plant entries; use a directory of your own, mode 700 (chmod 700 "
+            f"{self.directory}), or to share it with your group: chmod 2770",
         )
 
     def _orphan_files(self) -> Iterator[tuple[str, os.stat_result]]:
@@ -701,7 +726,7 @@ class Store:
         self._hot.discard(key)
         if self._database.writable:
             with contextlib.suppress(*STORAGE_ERRORS):  # a miss either way; the warning says why
-                self._database.cache.delete(key)
+                self._database.cache.delete(key + self._row_suffix)
         if key not in self._warned:
             self._warned.add(key)
             name = meta.name if meta else "<unknown>"
@@ -787,14 +812,18 @@ def _cause(exc: BaseException) -> str:
 
 
 def _parsed(
-    rows: list[tuple[object, object]], known: dict[str, EntryMeta]
+    rows: list[tuple[object, object]], known: dict[str, EntryMeta], suffix: str
 ) -> tuple[list[tuple[str, EntryMeta]], dict[str, EntryMeta]]:
-    """``(key, meta)`` of the rows with a string key and well-formed metadata, oldest first;
-    and their metadata by tag text. Tags in ``known`` are not parsed again."""
+    """``(key, meta)`` of this user's rows (keyed ``<key><suffix>``, see the module's
+    docstring) with well-formed metadata, oldest first; and their metadata by tag text.
+    Tags in ``known`` are not parsed again."""
     found = []
     by_tag = {}
-    for key, tag in rows:
-        if type(key) is not str or type(tag) is not str:
+    for row, tag in rows:
+        if type(row) is not str or type(tag) is not str:
+            continue
+        key, mark, user = row.partition("~")
+        if mark + user != suffix:  # a teammate's row (or, in a private directory, any such)
             continue
         meta = known.get(tag) or _parse_meta(tag)
         if meta is not None:

@@ -83,6 +83,34 @@ if __name__ == "__main__":
 """
 )
 
+# The same function run by joblib's (loky) or a process pool's workers, remote= given as in
+# DASK_SCRIPT. The worker reports its own misses: the parent never computes.
+POOL_SCRIPT = (
+    """
+import json, os, sys
+os.environ.pop("FUNCACHE_IPY_REMOTE")
+import numpy as np
+import funcache_ipy
+"""
+    + FUNCTION.format(options="(remote=sys.argv[3])")
+    + """
+def job(n, factor):
+    result = scale(n, factor)
+    return result["label"], float(result["data"][1:].sum()), scale.cache_info().misses
+
+if __name__ == "__main__":
+    n, factor, pool = int(sys.argv[1]), float(sys.argv[2]), os.environ["POOL"]
+    if pool == "joblib":
+        from joblib import Parallel, delayed
+        [(label, total, ran)] = Parallel(n_jobs=2)([delayed(job)(n, factor)])
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(max_workers=1) as executor:
+            label, total, ran = executor.submit(job, n, factor).result()
+    print(json.dumps({"ran": ran, "label": label, "total": total}))
+"""
+)
+
 
 @dataclass
 class S3Server:
@@ -338,6 +366,19 @@ def test_dask_workers_share_the_remote_tier(team: Team) -> None:
     check(bob.run(700), ran=0, n=700, who="bob (hits what alice's worker stored)")
     check(bob.run(900), ran=1, n=900, who="bob (new argument)")
     check(bob.run(900, script=DASK_SCRIPT), ran=0, n=900, who="bob's Dask worker")
+
+
+@pytest.mark.parametrize("pool", ["joblib", "process pool"])
+@pytest.mark.parametrize("team", ["s3"], indirect=True)
+def test_pool_workers_share_the_remote_tier(
+    team: Team, pool: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POOL", pool)
+    alice, bob = team.user("alice"), team.user("bob")
+    bob.trust = [alice.public_key()]
+    check(alice.run(300, script=POOL_SCRIPT), ran=1, n=300, who=f"alice's {pool} worker")
+    check(bob.run(300), ran=0, n=300, who=f"bob (hits what alice's {pool} worker stored)")
+    check(bob.run(300, script=POOL_SCRIPT), ran=0, n=300, who=f"bob's {pool} worker")
 
 
 CELL = """%%funcache --name shared
