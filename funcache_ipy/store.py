@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -536,8 +536,16 @@ class Store:
                 self._storage_failed("clear", exc, failure)
                 return 0
             return removed
+        return self.delete(key for key, _ in self.entries(name))
+
+    def delete(self, keys: Iterable[str]) -> int:
+        """Delete the entries ``keys`` (absent ones are skipped); return how many went."""
+        failure = f"cannot clear the funcache_ipy cache in {self.directory}"
+        if not self._database.writable:
+            self._storage_failed("clear", OSError(errno.EROFS, "opened read-only"), failure)
+            return 0
         removed = 0
-        for key, _ in self.entries(name):
+        for key in keys:
             self._hot.discard(key)
             try:
                 removed += self._database.cache.delete(key)
