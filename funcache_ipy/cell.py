@@ -184,6 +184,7 @@ class CellCache:
         quiet: bool = False,
         ignore: frozenset[str] = frozenset(),
         declared: Sequence[str] = (),
+        source: str = "",
     ) -> object:
         """Restore the cell from the cache, or run it and store what it did.
 
@@ -194,6 +195,8 @@ class CellCache:
                 (``get_ipython``), whose identity the shell guarantees.
             declared: glob patterns of files the cell reads behind Python's ``open``
                 (``--files``), hashed into the key before the run.
+            source: the cell's text, kept in the entry's manifest so that
+                ``%funcache explain`` can show what changed and re-key it later.
 
         Returns:
             The cell's last value (``None`` if there is none), for ``Out[n]``.
@@ -234,7 +237,7 @@ class CellCache:
             if result is not MISSING:
                 return result
         stats.misses += 1
-        manifest = {**inputs.manifest, _CODE_LABEL: [analysis.code_digest, ""]}
+        manifest = {**inputs.manifest, _CODE_LABEL: [analysis.code_digest, source]}
         if declared:
             manifest[_FILES_LABEL] = [" ".join(declared), ", ".join(declared)]
         manifest.update(file_sets.manifest_of(key_files))

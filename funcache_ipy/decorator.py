@@ -30,7 +30,7 @@ from funcache_ipy.files import FileReads, FileState
 from funcache_ipy.fingerprint import Fingerprint, Tracker, code_hasher, remember_stored
 from funcache_ipy.hashing import UnhashableError, hash_items, hash_value
 from funcache_ipy.hashing_stream import hash_bytes
-from funcache_ipy.keys import Explanation, call_key, explain_manifests
+from funcache_ipy.keys import NOTHING_STORED, Explanation, NextRun, call_key, explain_manifests
 from funcache_ipy.lease import announce_wait, lease
 from funcache_ipy.remote import RemoteSpec
 from funcache_ipy.stand_ins import stand_in
@@ -172,13 +172,16 @@ def cache(
 _MAIN_MODULES = frozenset({"__main__", "__mp_main__"})
 # The attribute through which the standard pickler finds a wrapped function by name.
 _PICKLED_FUNCTION = "__funcache_function__"
+_ARGUMENT = "argument"  # manifest labels of arguments start so: argument `x`
 
 
 class _Call:
     """What one lookup learned: the key, the stored value or MISSING, and the inputs."""
 
     __slots__ = (
+        "arg_paths",
         "arguments",
+        "digest",
         "fingerprint",
         "key",
         "key_files",
@@ -196,6 +199,8 @@ class _Call:
         arguments: tuple[Any, ...],
         parts: list[bytes],
         key_files: list[FileState],
+        digest: bytes,
+        arg_paths: list[str],
     ) -> None:
         self.key = key
         self.fingerprint = fingerprint
@@ -203,6 +208,8 @@ class _Call:
         self.arguments = arguments
         self.parts = parts  # each argument's part of the key (see hashing.hash_items)
         self.key_files = key_files  # files= matches and Path arguments, hashed into key
+        self.digest = digest  # of the arguments
+        self.arg_paths = arg_paths  # files the Path arguments name
         self.store: Store | None = None
         self.value: Any = MISSING
 
@@ -263,8 +270,9 @@ class CachedFunction(Generic[P, R]):
         self._file_sets = FileSetIndex()
         self._hits = 0
         self._misses = 0
-        # (key, manifest) of the latest call; manifest None when it hit
-        self._last: tuple[str, dict[str, list[str]] | None] | None = None
+        # The latest call: (entry key, manifest or None when it hit, its arguments' digest,
+        # its Path arguments). NB. Arguments by digest only: a big one is not kept alive.
+        self._last: tuple[str, dict[str, list[str]] | None, bytes, list[str]] | None = None
         kinds = {p.kind for p in self._signature.parameters.values()}
         simple = kinds <= {
             inspect.Parameter.POSITIONAL_ONLY,
@@ -414,7 +422,7 @@ class CachedFunction(Generic[P, R]):
         found = self._file_sets.find(store, call.key, store.get)
         call.value = found.value
         if call.value is not MISSING:
-            self._last = (found.key, None)
+            self._last = (found.key, None, call.digest, call.arg_paths)
 
     @contextlib.contextmanager
     def _leased(self, call: _Call) -> Iterator[None]:
@@ -459,7 +467,8 @@ class CachedFunction(Generic[P, R]):
         settled = reads.settle(store.output_limit if store is not None else 0)
         inputs, outputs = settled.inputs, settled.outputs
         manifest = {**manifest, **file_sets.manifest_of(inputs)}
-        self._last = (file_sets.entry_key(call.key, inputs, bool(outputs)), manifest)
+        entry = file_sets.entry_key(call.key, inputs, bool(outputs))
+        self._last = (entry, manifest, call.digest, call.arg_paths)
         if settled.unstable:
             warnings.warn(
                 f"{self.cache_name}: {file_sets.changed_while_running(settled.unstable)}; "
@@ -494,12 +503,13 @@ class CachedFunction(Generic[P, R]):
             digest, parts = hash_items(args, code_hasher=code_hasher, stand_in=stand_in)
         except UnhashableError as exc:
             raise self._unhashable_argument(names, args, exc) from None
-        key_files = self._key_files(args, fingerprint)
+        arg_paths = files.named_files(args)
+        key_files = self._key_files(arg_paths, fingerprint)
         known = file_sets.known_digest(key_files)
         key = call_key(fingerprint.digest, digest, self._version, known)
-        return _Call(key, fingerprint, names, args, parts, key_files)
+        return _Call(key, fingerprint, names, args, parts, key_files, digest, arg_paths)
 
-    def _key_files(self, args: tuple[Any, ...], fingerprint: Fingerprint) -> list[FileState]:
+    def _key_files(self, arg_paths: list[str], fingerprint: Fingerprint) -> list[FileState]:
         """Files counted before the run: ``files=`` matches, ``Path`` arguments and ``Path``
         globals the code reaches.
 
@@ -507,7 +517,7 @@ class CachedFunction(Generic[P, R]):
             OSError: such a file exists but cannot be read; the message names it.
         """
         paths = list(
-            dict.fromkeys(files.named_files([*args, *map(pathlib.Path, fingerprint.paths)]))
+            dict.fromkeys([*arg_paths, *files.named_files(map(pathlib.Path, fingerprint.paths))])
         )
         if not paths and not self._files:
             return []
@@ -565,15 +575,26 @@ class CachedFunction(Generic[P, R]):
         Built from what the key was computed from, *before* the body runs: nothing after
         the body may fail, or a computed result would be lost.
         """
-        manifest = {label: list(entry) for label, entry in call.fingerprint.manifest.items()}
+        arguments = {}
         for name, value, part in zip(call.names, call.arguments, call.parts, strict=True):
             digest = part[1:] if part.startswith(b"#") else hash_bytes(part)  # else a scalar
-            manifest[f"argument `{name}`"] = [digest.hex(), shown_value(value)]
+            arguments[f"{_ARGUMENT} `{name}`"] = [digest.hex(), shown_value(value)]
+        return self._code_manifest(call.fingerprint, arguments, call.key_files)
+
+    def _code_manifest(
+        self,
+        fingerprint: Fingerprint,
+        arguments: dict[str, list[str]],
+        key_files: list[FileState],
+    ) -> dict[str, list[str]]:
+        """The manifest of a call: dependencies, ``arguments``' lines, options, key files."""
+        manifest = {label: list(entry) for label, entry in fingerprint.manifest.items()}
+        manifest.update(arguments)
         if self._version is not None:
             manifest["version="] = [self._version, self._version]
         if self._files:
             manifest["files="] = [" ".join(self._files), ", ".join(self._files)]
-        manifest.update(file_sets.manifest_of(call.key_files))
+        manifest.update(file_sets.manifest_of(key_files))
         return manifest
 
     # -- helpers exposed on the wrapper
@@ -617,22 +638,59 @@ class CachedFunction(Generic[P, R]):
         __tracebackhide__ = True
         call = self._key(args, kwargs)
         store = self._open_store()
-        if store.meta(call.key) is not None:
+        if file_sets.would_use(store, call.key, self._file_sets.stored) is not None:
             return Explanation(self.cache_name, hit=True)
-        sets = self._file_sets.stored(store, call.key)
-        if any(file_sets.would_hold(store, candidate) for candidate in sets):
-            return Explanation(self.cache_name, hit=True)
-        manifest = self._manifest(call)
-        if sets:  # the files the latest run read, as they are now
+        manifest = self._files_now(store, call.key, self._manifest(call))
+        return self._explain_miss(store, call.key, manifest)
+
+    def explain_next(self) -> NextRun | None:
+        """Would calling this function again with its last call's arguments hit, now?
+
+        The code, globals and files it depends on are taken as they are now, the
+        arguments by the digest the last call kept. None before any call in this process.
+        """
+        __tracebackhide__ = True
+        if self._last is None:
+            return None
+        last_key, _, digest, arg_paths = self._last
+        fingerprint = self._tracker.current()
+        key_files = self._key_files(arg_paths, fingerprint)
+        known = file_sets.known_digest(key_files)
+        key = call_key(fingerprint.digest, digest, self._version, known)
+        store = self._open_store()
+        used = file_sets.would_use(store, key, self._file_sets.stored)
+        if used is not None:
+            return NextRun(self.cache_name, True, (), used.created, used.compute_seconds)
+        # The arguments' lines as the last call's entry has them (its values are not kept).
+        last = store.meta(last_key)
+        arguments = {
+            label: entry
+            for label, entry in (last.manifest if last is not None else {}).items()
+            if label.startswith(_ARGUMENT)
+        }
+        manifest = self._files_now(
+            store, key, self._code_manifest(fingerprint, arguments, key_files)
+        )
+        reasons = self._explain_miss(store, key, manifest).reasons
+        if last is None:  # NB. the arguments are unknown, not gone
+            reasons = tuple(r for r in reasons if not r.startswith(_ARGUMENT))
+        return NextRun(self.cache_name, False, reasons or (NOTHING_STORED,))
+
+    def _files_now(
+        self, store: Store, key: str, manifest: dict[str, list[str]]
+    ) -> dict[str, list[str]]:
+        """``manifest`` plus the files the latest stored run of ``key`` read, as they are now."""
+        sets = self._file_sets.stored(store, key)
+        if sets:
             states, _ = files.states_of(state.path for state in sets[0].states)
             manifest.update(file_sets.manifest_of(states))
-        return self._explain_miss(store, call.key, manifest)
+        return manifest
 
     def explain_last(self) -> Explanation | None:
         """Why the most recent call in this process missed (None before any call)."""
         if self._last is None:
             return None
-        key, manifest = self._last
+        key, manifest, *_ = self._last
         if manifest is None:
             return Explanation(self.cache_name, hit=True)
         return self._explain_miss(self._open_store(), key, manifest)

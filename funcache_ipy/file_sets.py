@@ -215,6 +215,23 @@ def would_hold(store: Store, candidate: FileSet) -> bool:
     )
 
 
+def would_use(
+    store: Store, key: str, stored: Callable[[Store, str], Sequence[FileSet]]
+) -> EntryMeta | None:
+    """The metadata of the entry a lookup of call key ``key`` would use now, if any.
+
+    ``stored``: the call key's file sets (:meth:`FileSetIndex.stored`). Nothing is
+    written back; ``explain`` asks this.
+    """
+    meta = store.meta(key)
+    if meta is not None:
+        return meta
+    for candidate in stored(store, key):
+        if would_hold(store, candidate):
+            return store.meta(candidate.key)
+    return None
+
+
 def _now(state: FileState) -> str:
     return "missing" if files.current_digest(state) == ABSENT else "changed"
 

@@ -10,11 +10,15 @@ explained by diffing the current manifest against the closest stored one.
 
 from __future__ import annotations
 
+import difflib
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import xxhash
+
+from funcache_ipy.notices import format_seconds
 
 # 2: cell entries record views of arrays (older ones would restore them as copies) and are
 # stored by the files they read; class fingerprints leave __slotnames__ out; cached
@@ -119,6 +123,60 @@ class Explanation:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class NextRun:
+    """Whether the next run of a function or cell would hit, things being as they are now.
+
+    For a function: called again with its last call's arguments; for a cell: its last
+    code run again in the current namespace. ``stored``/``seconds``: when the entry it
+    would hit was stored and what computing it took.
+    """
+
+    name: str
+    hit: bool
+    reasons: tuple[str, ...] = ()
+    stored: float | None = None
+    seconds: float | None = None
+
+    def __str__(self) -> str:
+        head = f"next run of {self.name}: "
+        if self.hit:
+            details = []
+            if self.stored is not None:
+                details.append(f"stored {format_age(time.time() - self.stored)} ago")
+            if self.seconds is not None:
+                details.append(f"original run {format_seconds(self.seconds)}")
+            return head + "would hit" + (f" ({', '.join(details)})" if details else "")
+        if len(self.reasons) == 1 and "\n" not in self.reasons[0]:
+            return f"{head}would recompute: {self.reasons[0]}"
+        lines = [f"{head}would recompute:"]
+        lines += ["  - " + reason.replace("\n", "\n    ") for reason in self.reasons]
+        return "\n".join(lines)
+
+
+def format_age(seconds: float) -> str:
+    """``40 s``, ``5 min``, ``2 h``, ``3 d``: how long ago, to one unit."""
+    seconds = max(seconds, 0.0)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+_DIFF_LINES = 8  # changed lines a code diff shows before "..."
+
+
+def text_diff(old: str, new: str) -> str:
+    """A short line diff of two texts (a cell's code): changed lines only, ``-``/``+``."""
+    changed = [
+        line
+        for line in difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=0)
+        if line[:1] in "-+" and not line.startswith(("---", "+++"))
+    ]
+    shown = changed[:_DIFF_LINES] + (["..."] if len(changed) > _DIFF_LINES else [])
+    return "\n".join(shown)
+
+
 def explain_manifests(new: Manifest, candidates: Sequence[Manifest]) -> list[str]:
     """Reasons ``new`` differs from the closest of ``candidates`` (stored entries' manifests).
 
@@ -139,9 +197,12 @@ def explain_manifests(new: Manifest, candidates: Sequence[Manifest]) -> list[str
         elif old[0] != digest:
             old_shown = old[1] if len(old) > 1 else ""
             # NB. Equal texts (a file of the same size, a truncated repr) would say nothing.
-            detail = (
-                f": {old_shown} → {shown}" if old_shown and shown and shown != old_shown else ""
-            )
+            if not (old_shown and shown and shown != old_shown):
+                detail = ""
+            elif "\n" in old_shown or "\n" in shown:  # code: which lines, not all of it
+                detail = ":\n" + text_diff(old_shown, shown)
+            else:
+                detail = f": {old_shown} → {shown}"
             reasons.append(f"{label} changed{detail}")
     reasons.extend(f"{label} is no longer used" for label in closest if label not in new)
     return reasons

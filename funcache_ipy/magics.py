@@ -11,13 +11,10 @@ from __future__ import annotations
 import ast
 import contextlib
 import functools
-import html
 import os
 import re
 import types
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -27,15 +24,14 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 from traitlets import Bool, Bunch, Int, Unicode, observe
 
-from funcache_ipy import decorator, file_sets, summary
-from funcache_ipy.analysis import analyze_cell
-from funcache_ipy.cell import CellCache, is_cell_entry
+from funcache_ipy import decorator, housekeeping, summary
+from funcache_ipy.analysis import CellAnalysis, analyze_cell
+from funcache_ipy.cell import CellCache, Compile, is_cell_entry
 from funcache_ipy.remote import REMOTE_ENV, TRUST_ENV
 from funcache_ipy.store import (
     DEFAULT_OUTPUT_LIMIT,
     DEFAULT_SIZE_LIMIT,
     ENV_VAR,
-    Orphans,
     Store,
     open_store,
 )
@@ -44,6 +40,9 @@ __all__ = ["FuncacheMagics", "load_ipython_extension", "unload_ipython_extension
 
 _NAME = re.compile(r"[\w.:-]+")
 _SHELL_HELPERS = ("get_ipython", "exit", "quit")  # the shell's own, never user data
+# Characters of a cell's text kept in its entries' metadata, for explain's diff and for
+# re-keying it after a restart; a longer cell is explained without them.
+_KEPT_CODE = 20_000
 
 
 @magics_class
@@ -104,6 +103,8 @@ class FuncacheMagics(Magics):
     def __init__(self, shell: InteractiveShell) -> None:
         super().__init__(shell)
         self.cells = CellCache(self.store)
+        # Cell name -> (its text, its --files) when it last ran: what explain re-keys.
+        self._last_cells: dict[str, tuple[str, list[str]]] = {}
         self._loaded = True
         if (self.size_limit, self.output_limit) != (DEFAULT_SIZE_LIMIT, DEFAULT_OUTPUT_LIMIT):
             self._limit_store()
@@ -239,34 +240,27 @@ class FuncacheMagics(Magics):
                 f"(like features or load.v2), not {args.name}"
             )
         shell = self.shell
-        code = shell.transform_cell(cell)
-        filename = shell.compile.cache(code, _running_cell_number(shell), raw_code=cell)
-        transform = shell.transform_ast if shell.ast_transformers else None
-        analysis = analyze_cell(code, transform, filename)
+        analysis, compile_tree = _analyze(shell, cell)
         if analysis.top_level_await:
             raise UsageError(
                 "%%funcache cannot run a cell with top-level await; "
                 "put the code in an async function and run it with asyncio.run()"
             )
-
-        def compile_tree(tree: ast.mod, mode: str) -> types.CodeType:
-            # NB. typeshed says codeop.Compile takes source text; like compile(), it takes ASTs.
-            return shell.compile(tree, filename, mode)  # type: ignore[arg-type]
-
-        namespace = shell.user_ns
-        hidden = shell.user_ns_hidden
-        helpers = {n for n in _SHELL_HELPERS if n in hidden and namespace.get(n) is hidden[n]}
+        name = args.name or analysis.default_name
+        declared = [_unquoted(pattern) for pattern in args.files or ()]
+        self._last_cells[name] = (cell, declared)
         return self.cells.run(
             analysis,
-            name=args.name or analysis.default_name,
-            namespace=namespace,
+            name=name,
+            namespace=shell.user_ns,
             compiler=compile_tree,
             publisher=shell.display_pub,
             after_result=functools.partial(_after_result, shell),
             refresh=args.refresh,
             quiet=args.quiet or self.quiet,
-            ignore=frozenset(helpers),
-            declared=[_unquoted(pattern) for pattern in args.files or ()],
+            ignore=_shell_helpers(shell),
+            declared=declared,
+            source=cell if len(cell) <= _KEPT_CODE else "",
         )
 
     @magic_arguments("funcache")
@@ -274,15 +268,32 @@ class FuncacheMagics(Magics):
         "action",
         nargs="?",
         default="info",
-        choices=["info", "clear", "off", "on", "explain"],
+        choices=["info", "clear", "off", "on", "explain", "prune"],
         help="what to do (default: info)",
     )
-    @argument("name", nargs="?", help="a cached function or cell, for clear and explain")
+    @argument("name", nargs="?", help="a cached function or cell, for clear, explain and prune")
     @argument(
         "--remote",
         action="store_true",
         help="with clear: also delete your own entries on the shared cache (others' entries "
         "are never touched; the bucket's lifecycle rules expire them)",
+    )
+    @argument(
+        "--last",
+        action="store_true",
+        help="with explain: why the last call or run missed, rather than whether the next hits",
+    )
+    @argument(
+        "--keep",
+        type=int,
+        metavar="N",
+        help="with prune: keep the newest N versions of each function and cell "
+        "(default 1 unless --older is given)",
+    )
+    @argument(
+        "--older",
+        metavar="AGE",
+        help="with prune: also remove entries stored more than AGE ago (30d, 12h, 90m)",
     )
     @line_magic("funcache")  # type: ignore[arg-type]  # IPython types it as a union
     def funcache_line(self, line: str) -> None:
@@ -290,75 +301,57 @@ class FuncacheMagics(Magics):
 
         %funcache info: cache directory, entries, size on disk (and orphan files
         left by interrupted writes); per function and cell, its entries, the files they
-        depend on (a range when entries differ) and this session's hits and misses.
+        depend on (a range when entries differ), its size, how long ago its newest entry
+        was stored and what computing it took, and this session's hits and misses.
         %funcache clear [NAME]: delete every entry, or those of one function or cell,
         from the local cache; --remote also deletes those you signed on the shared cache.
         %funcache off / on: run cached functions and cells without / with the
-        cache. %funcache explain NAME: why the last call of a function or run of a
-        cell missed (what changed, old -> new).
+        cache. %funcache explain NAME: would the next run hit, things being as they are
+        now (a function with its last call's arguments, a cell with its last code, after
+        a restart the code stored); if not, what changed (old -> new). --last: why the
+        last call or run missed. %funcache prune [NAME] [--keep N] [--older AGE]: remove
+        older versions of functions and cells (entries of other code or globals than
+        their newest N) and entries stored more than AGE ago; the newest version stays.
 
         Functions are named module.qualname (load is enough when unique); cells
         by %%funcache --name NAME, else cell: + 8 hex digits of their code's
         digest (see %funcache info). Options: %config FuncacheMagics.
         """
-        args = parse_argstring(self.funcache_line, line)
+        # NB. argparse fills both optional positionals before an option, so a name after
+        # one (explain --last f) comes back as an extra word: it is the name.
+        args, extra = parse_argstring(self.funcache_line, line, partial=True)
+        if len(extra) == 1 and args.name is None and not extra[0].startswith("-"):
+            args.name, extra = extra[0], []
+        if extra:
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
         if args.action in ("info", "off", "on") and args.name is not None:
             raise UsageError(f"%funcache {args.action} takes no name (got {args.name!r})")
-        if args.remote and args.action != "clear":
-            raise UsageError(f"--remote goes with %funcache clear, not {args.action}")
-        if args.action == "info":
-            display(self.report())
-        elif args.action == "clear":
-            self.clear(args.name, remote=args.remote)
-        elif args.action in ("off", "on"):
-            decorator.set_enabled(args.action == "on")
-            state = "on" if decorator.is_enabled() else "off: functions and cells just run"
-            print(f"funcache: caching is {state}")
-        else:
-            self.explain(args.name)
+        for option, action in (("remote", "clear"), ("last", "explain")):
+            if getattr(args, option) and args.action != action:
+                raise UsageError(f"--{option} goes with %funcache {action}, not {args.action}")
+        if (args.keep is not None or args.older is not None) and args.action != "prune":
+            raise UsageError(f"--keep and --older go with %funcache prune, not {args.action}")
+        try:
+            if args.action == "info":
+                display(self.report())
+            elif args.action == "clear":
+                self.clear(args.name, remote=args.remote)
+            elif args.action in ("off", "on"):
+                decorator.set_enabled(args.action == "on")
+                state = "on" if decorator.is_enabled() else "off: functions and cells just run"
+                print(f"funcache: caching is {state}")
+            elif args.action == "explain":
+                self.explain(args.name, last=args.last)
+            else:
+                self.prune(args.name, args.keep, args.older)
+        except housekeeping.HousekeepingError as exc:
+            raise UsageError(str(exc)) from None
 
-    def report(self) -> CacheReport:
+    def report(self) -> housekeeping.CacheReport:
         """What ``%funcache info`` shows."""
-        store = self.store()
-        rows: dict[str, ReportRow] = {}
-        # What an entry adds to its row depends on its manifest's labels only, and the
-        # entries of one function or cell mostly share them: worked out once per label set.
-        shapes: dict[tuple[str, ...], tuple[bool, int, bool]] = {}
-        for _, meta in store.entries():  # NB. one scan; cache_info() below reuses it
-            row = rows.get(meta.name)
-            if row is None:
-                row = rows[meta.name] = ReportRow(meta.name, "function")
-            row.size += meta.size
-            labels = tuple(meta.manifest)
-            shape = shapes.get(labels)
-            if shape is None:
-                shape = shapes[labels] = (
-                    file_sets.is_record(meta),
-                    file_sets.tracked_files(meta),
-                    is_cell_entry(meta),
-                )
-            record, files, cell = shape
-            if record:  # where the entries are, not an entry
-                continue
-            row.entries += 1
-            row.files.append(files)
-            if cell:
-                row.kind = "cell"
-        for name, fn in _current_functions(self.shell.user_ns).items():
-            info = fn.cache_info()  # NB. also when stored in a directory= of its own
-            row = rows.setdefault(name, ReportRow(name, "function"))
-            row.entries, row.size = info.entries, info.bytes
-            row.hits, row.misses = info.hits, info.misses
-        for name, stats in self.cells.stats.items():
-            row = rows.setdefault(name, ReportRow(name, "cell"))
-            row.kind, row.hits, row.misses = "cell", stats.hits, stats.misses
-        return CacheReport(
-            store.directory,
-            store.volume(),
-            store.orphans(),
-            decorator.is_enabled(),
-            sorted(rows.values()),
-        )
+        cells = {name: (stats.hits, stats.misses) for name, stats in self.cells.stats.items()}
+        functions = housekeeping.current_functions(self.shell.user_ns)
+        return housekeeping.report(self.store(), functions, cells)
 
     def clear(self, name: str | None, remote: bool = False) -> None:
         """``%funcache clear [NAME] [--remote]``."""
@@ -368,135 +361,107 @@ class FuncacheMagics(Magics):
                 "%funcache clear --remote: no shared cache is configured "
                 f"(set ${REMOTE_ENV} or %config FuncacheMagics.remote)"
             )
-        functions = _current_functions(self.shell.user_ns)
+        functions = housekeeping.current_functions(self.shell.user_ns)
         if name is None:
             removed = store.clear() + sum(fn.cache_clear() for fn in functions.values())
-            print(
-                f"funcache: removed {_plural(removed, 'entry', 'entries')} from {store.directory}"
-            )
+            removed_text = housekeeping.plural(removed, "entry", "entries")
+            print(f"funcache: removed {removed_text} from {store.directory}")
         else:
             known = (
                 {meta.name for _, meta in store.entries()} | set(functions) | set(self.cells.stats)
             )
-            name = _resolve(name, known, "is cached")
+            name = housekeeping.resolve(name, known, "is cached")
             removed = store.clear(name)
             if name in functions:
                 removed += functions[name].cache_clear()
-            print(f"funcache: removed {_plural(removed, 'entry', 'entries')} of {name}")
+            print(f"funcache: removed {housekeeping.plural(removed, 'entry', 'entries')} of {name}")
         if remote and store.remote is not None:
             shared = store.remote.clear(name)
             print(
-                f"funcache: removed {_plural(shared, 'entry', 'entries')} you shared "
+                f"funcache: removed {housekeeping.plural(shared, 'entry', 'entries')} you shared "
                 f"on {store.remote.url}"
             )
 
-    def explain(self, name: str | None) -> None:
-        """``%funcache explain NAME``."""
-        functions = _current_functions(self.shell.user_ns)
-        known = set(functions) | set(self.cells.stats)
+    def explain(self, name: str | None, last: bool = False) -> None:
+        """``%funcache explain [--last] NAME``."""
+        functions = housekeeping.current_functions(self.shell.user_ns)
+        store = self.store()
+        cells = set(self.cells.stats)
+        if not last:  # a cell stored before a restart can be re-keyed from its stored code
+            cells |= {meta.name for _, meta in store.entries() if is_cell_entry(meta)}
+        known = set(functions) | cells
         if name is None:
             raise UsageError(
-                f"%funcache explain needs a function or cell name; known: {_listing(known)}"
+                f"%funcache explain needs a function or cell name; known: "
+                f"{housekeeping.listing(known)}"
             )
-        target = _resolve(name, known, "ran in this session")
+        target = housekeeping.resolve(
+            name, known, "ran in this session" if last else "ran in this session or is stored"
+        )
+        explanation: object
         if target in functions:
-            explanation = functions[target].explain_last()
-        else:
+            fn = functions[target]
+            explanation = fn.explain_last() if last else fn.explain_next()
+        elif last:
             explanation = self.cells.explain_last(target)
+        else:
+            explanation = self._explain_next_cell(store, target)
         print(explanation if explanation is not None else f"{target}: not run in this session")
 
-
-@dataclass(order=True)
-class ReportRow:
-    """One function or cell in ``%funcache info``; hits/misses None if not seen this session."""
-
-    name: str
-    kind: str
-    entries: int = 0
-    size: int = 0
-    hits: int | None = None
-    misses: int | None = None
-    files: list[int] = field(default_factory=list)  # tracked files of each entry listed
-
-    def shown_files(self) -> str:
-        """``3``, or ``0-3`` when its entries differ; ``-`` when none is in this directory."""
-        if not self.files:
-            return "-"
-        low, high = min(self.files), max(self.files)
-        return str(low) if low == high else f"{low}-{high}"
-
-
-_COLUMNS = ("name", "kind", "entries", "files", "stored", "hits", "misses")
-
-
-@dataclass(frozen=True)
-class CacheReport:
-    """``%funcache info``: plain text in a terminal, an HTML table in Jupyter."""
-
-    directory: Path
-    volume: int
-    orphans: Orphans
-    enabled: bool
-    rows: list[ReportRow]
-
-    def summary(self) -> tuple[str, str]:
-        """Header lines: where and whether; how much and how well."""
-        state = "on" if self.enabled else "off"
-        entries = sum(row.entries for row in self.rows)
-        hits = sum(row.hits or 0 for row in self.rows)
-        misses = sum(row.misses or 0 for row in self.rows)
-        stored = f"{_plural(entries, 'entry', 'entries')}, {_format_bytes(self.volume)} on disk"
-        if self.orphans.files:
-            stored += (
-                f" + {_plural(self.orphans.files, 'orphan file', 'orphan files')} "
-                f"({_format_bytes(self.orphans.bytes)}, left by interrupted writes)"
-            )
-        return (
-            f"funcache: {self.directory} (caching {state})",
-            f"{stored}; this session: {_plural(hits, 'hit', 'hits')}, "
-            f"{_plural(misses, 'miss', 'misses')}",
+    def _explain_next_cell(self, store: Store, name: str) -> object:
+        """Would cell ``name`` hit if run again now (its last code here, else its stored code)."""
+        ran = self._last_cells.get(name)
+        if ran is None:
+            newest = housekeeping.newest_cell_entry(store, name)
+            source = housekeeping.cell_source(newest) if newest is not None else ""
+            if newest is None or not source:
+                return f"{name}: not run in this session, and its code is not stored"
+            ran = (source, housekeeping.cell_declared(newest))
+        source, declared = ran
+        return housekeeping.explain_next_cell(
+            store,
+            name,
+            source,
+            declared,
+            self.shell.user_ns,
+            functools.partial(_analyze, self.shell),
+            _shell_helpers(self.shell),
         )
 
-    def table(self) -> list[tuple[str, ...]]:
-        def count(n: int | None) -> str:
-            return "-" if n is None else str(n)
-
-        return [
-            (
-                r.name,
-                r.kind,
-                str(r.entries),
-                r.shown_files(),
-                _format_bytes(r.size),
-                count(r.hits),
-                count(r.misses),
+    def prune(self, name: str | None, keep: int | None, older: str | None) -> None:
+        """``%funcache prune [NAME] [--keep N] [--older AGE]``."""
+        if keep is not None and keep < 1:
+            raise UsageError(f"--keep takes 1 or more (the newest version stays), not {keep}")
+        age = housekeeping.parse_age(older) if older is not None else None
+        if keep is None and age is None:
+            keep = 1
+        store = self.store()
+        if name is not None:
+            name = housekeeping.resolve(
+                name, {meta.name for _, meta in store.entries()}, "is cached"
             )
-            for r in self.rows
-        ]
+        pruned = housekeeping.prune(store, keep, age, name)
+        print(f"funcache: {pruned} from {store.directory}")
 
-    def __repr__(self) -> str:
-        lines = list(self.summary())
-        body = self.table()
-        if body:
-            widths = [max(map(len, column)) for column in zip(_COLUMNS, *body, strict=True)]
-            lines.append("")
-            for cells in [_COLUMNS, *body]:
-                padded = [cells[0].ljust(widths[0]), cells[1].ljust(widths[1])]
-                padded += [
-                    cell.rjust(width) for cell, width in zip(cells[2:], widths[2:], strict=True)
-                ]
-                lines.append("  ".join(padded).rstrip())
-        return "\n".join(lines)
 
-    def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in _COLUMNS)
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>"
-            for cells in self.table()
-        )
-        summary = "<br>".join(html.escape(line) for line in self.summary())
-        table = f"<table><tr>{head}</tr>{rows}</table>" if rows else ""
-        return f"<p>{summary}</p>{table}"
+def _analyze(shell: InteractiveShell, cell: str) -> tuple[CellAnalysis, Compile]:
+    """A cell's text analysed as IPython runs it, and the compiler that keeps its lines
+    in tracebacks (``Cell In[n]``)."""
+    code = shell.transform_cell(cell)
+    filename = shell.compile.cache(code, _running_cell_number(shell), raw_code=cell)
+    transform = shell.transform_ast if shell.ast_transformers else None
+
+    def compile_tree(tree: ast.mod, mode: str) -> types.CodeType:
+        # NB. typeshed says codeop.Compile takes source text; like compile(), it takes ASTs.
+        return shell.compile(tree, filename, mode)  # type: ignore[arg-type]
+
+    return analyze_cell(code, transform, filename), compile_tree
+
+
+def _shell_helpers(shell: InteractiveShell) -> frozenset[str]:
+    """The shell's own names a cell may read (``get_ipython``): left out of its key."""
+    namespace, hidden = shell.user_ns, shell.user_ns_hidden
+    return frozenset(n for n in _SHELL_HELPERS if n in hidden and namespace.get(n) is hidden[n])
 
 
 def _after_result(shell: InteractiveShell, callback: Callable[[], None]) -> None:
@@ -510,39 +475,6 @@ def _after_result(shell: InteractiveShell, callback: Callable[[], None]) -> None
         callback()
 
     shell.events.register("post_execute", once)
-
-
-def _current_functions(namespace: dict[str, Any]) -> dict[str, Any]:
-    """Live ``@cache`` wrappers by ``cache_name``.
-
-    NB. Re-running a notebook's def cell leaves the old wrapper alive until garbage
-    collection; the one bound in the namespace is the current one.
-    """
-    bound = {id(value) for value in namespace.values()}
-    current: dict[str, Any] = {}
-    fn: Any  # a wrapper: cache_name is one of the helpers set on it at decoration
-    for fn in decorator.decorated_functions():
-        if fn.cache_name not in current or id(fn) in bound:
-            current[fn.cache_name] = fn
-    return current
-
-
-def _resolve(name: str, known: Iterable[str], condition: str) -> str:
-    """The known name meant by ``name``: exact, or a unique ``module.`` suffix match.
-
-    Raises:
-        UsageError: nothing known matches (``condition`` says what "known" means), or
-            several names do.
-    """
-    names = sorted(set(known))
-    if name in names:
-        return name
-    matches = [known_name for known_name in names if known_name.endswith("." + name)]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        raise UsageError(f"{name!r} is ambiguous: {_listing(matches)}; use the full name")
-    raise UsageError(f"no function or cell named {name!r} {condition}; known: {_listing(names)}")
 
 
 def _plain_help(method: Any) -> None:
@@ -577,21 +509,6 @@ def _unquoted(word: str) -> str:
     if len(word) >= 2 and word[0] == word[-1] and word[0] in "'\"":
         return word[1:-1]
     return word
-
-
-def _listing(names: Iterable[str]) -> str:
-    return ", ".join(sorted(names)) or "none yet"
-
-
-def _plural(count: int, one: str, many: str) -> str:
-    return f"{count} {one if count == 1 else many}"
-
-
-def _format_bytes(size: int) -> str:
-    if size < 1024:
-        return f"{size} B"
-    exponent = min((size.bit_length() - 1) // 10, 3)
-    return f"{size / 1024**exponent:.1f} {('KiB', 'MiB', 'GiB')[exponent - 1]}"
 
 
 def load_ipython_extension(ipython: InteractiveShell) -> None:

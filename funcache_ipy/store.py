@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -549,17 +549,26 @@ class Store:
                 return 0
             return removed
         # NB. In a shared directory only this user's entries: the others are teammates'.
+        removed = self.delete(key for key, _ in self.entries(name))
+        if name is None:
+            with contextlib.suppress(*STORAGE_ERRORS):
+                self._collect_orphans()
+        return removed
+
+    def delete(self, keys: Iterable[str]) -> int:
+        """Delete the entries ``keys`` (absent ones are skipped); return how many went."""
+        failure = f"cannot clear the funcache_ipy cache in {self.directory}"
+        if not self._database.writable:
+            self._storage_failed("clear", OSError(errno.EROFS, "opened read-only"), failure)
+            return 0
         removed = 0
-        for key, _ in self.entries(name):
+        for key in keys:
             self._hot.discard(key)
             try:
                 removed += self._database.cache.delete(key + self._row_suffix)
             except STORAGE_ERRORS as exc:
                 self._storage_failed("clear", exc, failure)
                 break
-        if name is None:
-            with contextlib.suppress(*STORAGE_ERRORS):
-                self._collect_orphans()
         return removed
 
     def orphans(self) -> Orphans:

@@ -31,7 +31,7 @@ with open("data.csv") as f:
 
 def explained(ip: InteractiveShell, name: str, capsys: pytest.CaptureFixture[str]) -> str:
     capsys.readouterr()
-    run_cell(ip, f"%funcache explain {name}")
+    run_cell(ip, f"%funcache explain --last {name}")
     return capsys.readouterr().out
 
 

@@ -66,7 +66,7 @@ def test_a_draw_after_an_edited_seed_cell_runs_again(
     assert got == expected, f"expected {expected} (seed 1), got {got} (stale cache)"
     assert runs() == 2
     capsys.readouterr()
-    run_cell(ip, "%funcache explain draw")
+    run_cell(ip, "%funcache explain --last draw")
     assert "the global random state it starts from differs" in capsys.readouterr().out
     run_cell(ip, SEEDS[generator].format(0))
     run_cell(ip, draw)

@@ -184,7 +184,7 @@ def test_info_and_explain_are_readable(kernel: KernelSession) -> None:
 
     execute(kernel, "N = 4")
     execute(kernel, powers)
-    why = execute(kernel, "%funcache explain powers").text
+    why = execute(kernel, "%funcache explain --last powers").text
     assert "miss" in why and "`N` changed: 3 → 4" in why, f"explain does not say N changed:\n{why}"
     assert "Traceback" not in info + why
 

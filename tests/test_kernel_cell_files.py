@@ -116,7 +116,7 @@ def test_files_cells_read_are_inputs_across_restarts(kernel: KernelSession) -> N
         "first": (True, "'7'"),
         "size": (True, "6"),
     }, "changed files: expected every cell to run again (stale cache)"
-    explained = execute(kernel, "%funcache explain rows").stdout
+    explained = execute(kernel, "%funcache explain --last rows").stdout
     assert "file `sales.csv` changed: " in explained, explained
 
     write_csv(100)  # reverted

@@ -76,7 +76,7 @@ def test_output_too_big_to_keep_must_be_left_as_written(
     assert runs() == 2, "the output was not kept: the cell must run to write it again"
     assert Path("out.csv").exists()
     capsys.readouterr()
-    run_cell(ip, "%funcache explain report")
+    run_cell(ip, "%funcache explain --last report")
     assert "out.csv` is missing and was too big to keep a copy of" in capsys.readouterr().out
 
 
