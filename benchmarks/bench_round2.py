@@ -19,7 +19,7 @@ back its numbers as JSON.
 6. the first decorator hit in a new process (fingerprinting, versions, hashing the
    argument, loading 256 MB) vs ``np.load`` of the same array (``bench_peers.py``).
 
-Usage: ``python benchmarks/bench_round2.py`` (about five minutes; ~3 GB of RAM and of
+Usage: ``python benchmarks/bench_round2.py`` (two to five minutes; ~3 GB of RAM and of
 disk). Asserts correctness only, as the scripts it uses do.
 """
 
