@@ -207,7 +207,22 @@ def _row(
 
 
 def bench_listing(root: Path) -> str:
-    """``cache_info()`` and ``%funcache info`` with 10,000 entries over 100 functions.
+    """``cache_info()`` and ``%funcache info`` with 10,000 entries over 100 functions."""
+    timings, filled = listing_timings(root)
+    rows = [
+        (name, f"{min(samples) * 1000:.1f}", f"{statistics.median(samples) * 1000:.1f}")
+        for name, samples in timings.items()
+    ]
+    header = (f"{FUNCTIONS * CALLS:,} entries over {FUNCTIONS} functions", "ms best", "ms median")
+    return (
+        f"{table(header, rows)}\n\n"
+        f"(storing the entries through the decorator took {filled:.0f} s; "
+        "a function's `cache_info()` is one indexed query, `%funcache info` one scan)"
+    )
+
+
+def listing_timings(root: Path) -> tuple[dict[str, list[float]], float]:
+    """Seconds of each listing, by what was listed; and how long storing the entries took.
 
     Each is timed in three states: first in the process (nothing listed yet), right after
     a new entry was stored (what a user usually sees), and again with nothing changed.
@@ -264,16 +279,7 @@ def bench_listing(root: Path) -> str:
     }
     check()
     shell.run_line_magic("unload_ext", "funcache_ipy")
-    rows = [
-        (name, f"{min(samples) * 1000:.1f}", f"{statistics.median(samples) * 1000:.1f}")
-        for name, samples in timings.items()
-    ]
-    header = (f"{FUNCTIONS * CALLS:,} entries over {FUNCTIONS} functions", "ms best", "ms median")
-    return (
-        f"{table(header, rows)}\n\n"
-        f"(storing the entries through the decorator took {filled:.0f} s; "
-        "a function's `cache_info()` is one indexed query, `%funcache info` one scan)"
-    )
+    return timings, filled
 
 
 def _samples(

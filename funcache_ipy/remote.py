@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 if TYPE_CHECKING:
-    from funcache_ipy.signing import PublicKey
+    from funcache_ipy.signing import PayloadDigest, PublicKey
 
 __all__ = [
     "EXIT_WAIT",
@@ -52,6 +52,10 @@ REMOTE_ENV: Final = "FUNCACHE_IPY_REMOTE"
 TRUST_ENV: Final = "FUNCACHE_IPY_TRUST"
 EXIT_WAIT: Final = 300.0  # seconds the exiting process waits for pending uploads
 _META_SUFFIX = ".meta"
+# A value larger than one chunk downloads as ranged reads, _PARALLEL at a time, and each
+# chunk is hashed while later ones arrive (s3fs's own cat_file also splits at 50 MB).
+_CHUNK = 32 * 2**20
+_PARALLEL = 4
 
 Warn = Callable[[str], None]
 Found = tuple[memoryview, list[memoryview], str]
@@ -135,11 +139,12 @@ class RemoteTier:
         from funcache_ipy.signing import KIND_VALUE, BadSignature
 
         for public in self._trusted_readable():
-            data = self._download(self._path(public.id, key))
-            if data is None:
+            received = self._download_hashing(self._path(public.id, key))
+            if received is None:
                 continue
+            data, digest = received
             try:
-                stream, buffers = public.verify(data, KIND_VALUE, key)
+                stream, buffers = public.verify(data, KIND_VALUE, key, digest)
                 tag = bytes(buffers[0]).decode()
             except (BadSignature, IndexError, UnicodeDecodeError):
                 continue
@@ -188,6 +193,65 @@ class RemoteTier:
             self._failed("read", exc)
             return None
         return data if isinstance(data, bytearray) else bytearray(data)
+
+    def _download_hashing(self, path: str) -> tuple[bytearray, PayloadDigest] | None:
+        """The object's bytes in writable memory, and its payload hash taken as they came.
+
+        A small object is one read; a large one is read by ranges in parallel straight into
+        one buffer, and this thread hashes each chunk as soon as it is there.
+        """
+        from funcache_ipy.signing import PayloadDigest
+
+        try:
+            try:
+                first = self._fs.cat_file(path, start=0, end=_CHUNK)
+            except FileNotFoundError:
+                raise
+            except Exception:  # NB. S3 refuses a range of an empty object: read it whole
+                first = self._fs.cat_file(path)
+            size = len(first) if len(first) < _CHUNK else self._fs.size(path)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # NB. as in _download
+            self._failed("read", exc)
+            return None
+        # NB. the size comes from the store, never from the unverified header
+        data = bytearray(size) if size > len(first) else bytearray(first)
+        digest = PayloadDigest(data)
+        if size > len(first):
+            data[: len(first)] = first
+            if not self._read_chunks(path, data, len(first), digest):
+                return None
+        digest.arrived(size)
+        return data, digest
+
+    def _read_chunks(self, path: str, data: bytearray, start: int, digest: PayloadDigest) -> bool:
+        """Fill ``data[start:]`` by ranged reads, hashing each chunk as it completes."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def read(begin: int) -> int:
+            end = min(begin + _CHUNK, len(data))
+            chunk = self._fs.cat_file(path, start=begin, end=end)
+            if len(chunk) != end - begin:
+                raise _Changed(path)  # rewritten or cut while read: it will not verify
+            data[begin:end] = chunk
+            return end
+
+        digest.arrived(start)
+        with ThreadPoolExecutor(_PARALLEL, thread_name_prefix="funcache_ipy download") as pool:
+            reads = [pool.submit(read, begin) for begin in range(start, len(data), _CHUNK)]
+            try:
+                for done in reads:
+                    digest.arrived(done.result())
+            except (FileNotFoundError, _Changed):
+                return False
+            except Exception as exc:  # NB. as in _download
+                self._failed("read", exc)
+                return False
+            finally:
+                for pending in reads:
+                    pending.cancel()
+        return True
 
     def _metadata_paths(self, signer_id: str) -> list[str]:
         folder = f"{self._root}/{signer_id}"
@@ -328,6 +392,10 @@ class RemoteTier:
 
     def _path(self, signer_id: str, key: str) -> str:
         return f"{self._root}/{signer_id}/{key}"
+
+
+class _Changed(Exception):
+    """An object changed size while it was read by ranges (a quiet miss, like tampering)."""
 
 
 def _reason(exc: Exception) -> str:

@@ -44,6 +44,7 @@ __all__ = [
     "KIND_VALUE",
     "INSTALL_HINT",
     "BadSignature",
+    "PayloadDigest",
     "PublicKey",
     "Signer",
     "signing_key_path",
@@ -115,11 +116,17 @@ class PublicKey:
         return _TEXT_PREFIX + base64.urlsafe_b64encode(self.raw).decode().rstrip("=")
 
     def verify(
-        self, data: bytes | bytearray | memoryview, kind: int, key: str
+        self,
+        data: bytes | bytearray | memoryview,
+        kind: int,
+        key: str,
+        digest: PayloadDigest | None = None,
     ) -> tuple[memoryview, list[memoryview]]:
         """Check a signed object of ``key`` and ``kind``; return its pickle stream and buffers.
 
         The views share ``data``'s memory (writable ``data``, writable buffers).
+        ``digest``: the payload's hash, taken while ``data`` arrived; used only if it
+        covers exactly this object's payload, else the payload is hashed here.
 
         Raises:
             BadSignature: truncated, malformed, of another format, key or kind, tampered,
@@ -140,8 +147,12 @@ class PublicKey:
         payload_start = table_start + count * _SLOT.size
         if payload_start + stream_length > size:
             raise BadSignature(f"truncated signed object ({size} bytes)")
+        hashed = digest.of(data, payload_start) if digest is not None else None
         message = _message(
-            bytes(view[: _HEAD.size]), view[table_start:payload_start], key, view[payload_start:]
+            bytes(view[: _HEAD.size]),
+            view[table_start:payload_start],
+            key,
+            hashed or hashlib.sha256(view[payload_start:]).digest(),
         )
         try:
             self._key.verify(bytes(view[_HEAD.size : table_start]), message)
@@ -161,6 +172,39 @@ class PublicKey:
             end = start + length
             buffers.append(view[start:end])
         return stream, buffers
+
+
+class PayloadDigest:
+    """The SHA-256 of a signed object's payload, taken chunk by chunk as the object arrives.
+
+    Why: hashing 256 MB takes a fair part of its download; hashed as it arrives (hashlib
+    lets other threads run while it hashes a large chunk), a download is verified about
+    when it ends. :meth:`PublicKey.verify` still checks everything else, and uses this
+    digest only for the very object, and payload offset, it was taken of.
+    """
+
+    def __init__(self, data: bytearray) -> None:
+        self._data = data
+        self._view = memoryview(data)  # NB. also pins data's size: it cannot be resized
+        self._sha = hashlib.sha256()
+        self._start: int | None = None
+        self._hashed = 0
+
+    def arrived(self, end: int) -> None:
+        """``data[:end]`` is complete: hash what of it is payload and not hashed yet."""
+        if self._start is None:
+            if end < _HEAD.size:
+                return
+            count = _HEAD.unpack_from(self._view)[3]
+            self._start = self._hashed = _HEAD.size + _SIGNATURE_SIZE + count * _SLOT.size
+        if end > self._hashed:
+            self._sha.update(self._view[self._hashed : end])
+            self._hashed = end
+
+    def of(self, data: object, payload_start: int) -> bytes | None:
+        """The digest, if it covers exactly ``data``'s payload from ``payload_start``."""
+        whole = data is self._data and self._hashed == len(self._data)
+        return self._sha.digest() if whole and self._start == payload_start else None
 
 
 class Signer:
@@ -210,19 +254,20 @@ class Signer:
         data[payload_start : payload_start + len(stream)] = stream
         for (start, length), view in zip(slots, buffers, strict=True):
             data[start : start + length] = view.cast("B")
-        message = _message(head, table, key, memoryview(data)[payload_start:])
+        digest = hashlib.sha256(memoryview(data)[payload_start:]).digest()
+        message = _message(head, table, key, digest)
         data[: _HEAD.size] = head
         data[_HEAD.size : table_start] = self._private.sign(message)
         data[table_start:payload_start] = table
         return data
 
 
-def _message(head: bytes, table: bytes | memoryview, key: str, payload: memoryview) -> bytes:
-    """What is signed: domain, header, table, the length-prefixed key, SHA-256 of the payload.
+def _message(head: bytes, table: bytes | memoryview, key: str, digest: bytes) -> bytes:
+    """What is signed: domain, header, table, the length-prefixed key, and ``digest``, the
+    SHA-256 of the payload.
 
     Hashing the payload first keeps the signed message small: Ed25519 would otherwise hash
     a gigabyte twice (SHA-512, in two passes).
     """
     encoded = key.encode()
-    digest = hashlib.sha256(payload).digest()
     return b"".join((_DOMAIN, head, bytes(table), _KEY_LENGTH.pack(len(encoded)), encoded, digest))

@@ -443,3 +443,49 @@ def test_without_cryptography_one_clear_message_and_local_caching(tmp_path: Path
     assert ran == 1 and done.stdout.splitlines()[1] == "scale(5)", (
         f"expected one run, then a local hit: {done.stdout}"
     )
+
+
+def test_values_read_by_ranges_verify_and_tampered_chunks_are_quiet_misses(
+    team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value larger than one download chunk arrives by parallel ranged reads, hashed as
+    it comes: intact it loads (writable, equal); a flipped byte in any chunk, a cut or an
+    empty object is a miss that leaves the object in place and the tier working."""
+    import pickle
+
+    import numpy as np
+
+    from funcache_ipy import remote
+
+    monkeypatch.setattr(remote, "_CHUNK", 4096)  # NB. so a 100 kB value spans 25 chunks
+    for name, value in team.aws.items():
+        monkeypatch.setenv(name, value)
+    warnings: list[str] = []
+    tier = remote.RemoteTier(remote.RemoteSpec(team.remote, wait=True), warnings.append)
+    array = np.arange(12_500, dtype=np.float64)
+    buffers: list[pickle.PickleBuffer] = []
+    stream = pickle.dumps(array, protocol=5, buffer_callback=buffers.append)
+    tier.put("k1", stream, [buffer.raw() for buffer in buffers], '{"name": "f"}')
+    tier.put("k2", pickle.dumps("small"), [], '{"name": "g"}')
+
+    def load(key: str) -> object:
+        found = tier.get(key)
+        assert found is not None, f"expected a hit on {key}, got a miss ({warnings})"
+        return pickle.loads(found[0], buffers=found[1])
+
+    hit = load("k1")
+    assert isinstance(hit, np.ndarray) and np.array_equal(hit, array), "wrong value read back"
+    hit[0] = -1.0  # raises if the hit is read-only
+    assert load("k2") == "small", "a one-chunk value did not read back"
+
+    path = next(p for p in team.objects() if p.endswith("/k1"))
+    intact = team.objects()[path]
+    tampered = [bytearray(intact) for _ in range(2)]
+    tampered[0][len(intact) // 2] ^= 0x01  # a chunk in the middle
+    tampered[1][-1] ^= 0x01  # the last, partial chunk
+    for broken in [*map(bytes, tampered), intact[: 3 * 4096], intact[:-1], b""]:
+        team.fs.pipe_file(path, broken)  # type: ignore[attr-defined]
+        assert tier.get("k1") is None, f"a broken object ({len(broken)} bytes) was loaded"
+        assert team.objects()[path] == broken, "an unverifiable object was deleted"
+    assert load("k2") == "small", f"the tier stopped working after broken objects: {warnings}"
+    assert not warnings, f"broken objects are quiet misses, got warnings: {warnings}"
