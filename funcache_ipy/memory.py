@@ -23,6 +23,8 @@ from funcache_ipy.store import DEFAULT_OUTPUT_LIMIT, DEFAULT_SIZE_LIMIT, Store, 
 
 __all__ = ["Memory", "default_memory"]
 
+_LIMITS = frozenset({"size_limit", "output_limit"})
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -60,11 +62,19 @@ class Memory:
         remote: str | None = None,
         enabled: bool = True,
     ) -> None:
+        self._limited: Store | None = None  # the store last given this memory's limits
         self.directory = directory
         self.size_limit = size_limit
         self.output_limit = output_limit
         self.remote = remote
         self.enabled = enabled
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # NB. Plain attributes, read at every call (a property would cost each hit a call);
+        # a new limit is given to the store at its next use.
+        if name in _LIMITS:
+            self.__dict__["_limited"] = None
+        super().__setattr__(name, value)
 
     def __repr__(self) -> str:
         return (
@@ -75,8 +85,8 @@ class Memory:
     def store(self, directory: str | None = None, remote: str | RemoteSpec | None = None) -> Store:
         """The store of this memory's directory (or ``directory``), with its limits.
 
-        Called on every cached call: the common case is a dictionary lookup and two
-        comparisons (a limit is written to the store only when it differs).
+        Called on every cached call: the common case is a dictionary lookup and an
+        identity check (the limits are given to a store when it or they change).
 
         Args:
             directory, remote: a decorated function's own ``directory=``/``remote=``,
@@ -88,10 +98,10 @@ class Memory:
         store = open_store(
             directory if directory is not None else self.directory, remote or self.remote
         )
-        if store.size_limit != self.size_limit:
+        if store is not self._limited:
             store.size_limit = self.size_limit
-        if store.output_limit != self.output_limit:
             store.output_limit = self.output_limit
+            self.__dict__["_limited"] = store
         return store
 
     @overload
@@ -234,13 +244,10 @@ class _DefaultMemory(Memory):
     it pickles by name, so a worker uses its own default rather than a copy.
     """
 
-    @property
-    def enabled(self) -> bool:
-        return decorator.is_enabled()
-
-    @enabled.setter
-    def enabled(self, flag: bool) -> None:
-        decorator.set_enabled(flag)
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        if name == "enabled":  # NB. %%funcache cells read the process's switch
+            decorator.set_enabled(bool(value))
 
     def __reduce__(self) -> str:
         return "default_memory"
