@@ -3,7 +3,8 @@
 ``@funcache_ipy.cache`` keys a call on its arguments *and* on the implementation it
 can reach (helpers, globals, closures, defaults, local modules), so an edit anywhere
 recomputes and nothing stale is ever served. ``%load_ext funcache_ipy`` adds the
-``%%funcache`` cell magic and the ``%funcache`` line magic.
+``%%funcache`` cell magic and the ``%funcache`` line magic. Its settings have one owner,
+``funcache_ipy.default_memory`` (a :class:`Memory`; make others for other directories).
 
 NB. Importing this package must not import IPython: the magics are loaded lazily
 from ``load_ipython_extension``, so plain scripts stay light.
@@ -13,9 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from funcache_ipy.decorator import CachedFunction, CacheInfo, cache
+from funcache_ipy.decorator import CachedFunction, CacheInfo
 from funcache_ipy.hashing import UnhashableError
 from funcache_ipy.keys import Explanation
+from funcache_ipy.memory import Memory, default_memory
 from funcache_ipy.notices import in_ipython, show_plainly
 from funcache_ipy.store import FuncacheWarning
 
@@ -24,12 +26,17 @@ __all__ = [
     "CachedFunction",
     "Explanation",
     "FuncacheWarning",
+    "Memory",
     "UnhashableError",
     "cache",
+    "default_memory",
     "load_ipython_extension",
     "unload_ipython_extension",
 ]
 __version__ = "0.1.0"
+
+cache = default_memory.cache
+"""``@funcache_ipy.cache``: the default memory's decorator (see :meth:`Memory.cache`)."""
 
 if in_ipython():  # imported in a notebook: its messages read as notices, not errors
     show_plainly()

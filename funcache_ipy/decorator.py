@@ -3,7 +3,8 @@
 The wrapper does as little as it can per call: re-check the fingerprint's guards (a few
 identity comparisons), hash the arguments, look the key up. Everything that can be
 decided once — signature layout, ignored parameters, sync or async — is decided at
-decoration time.
+decoration time. Settings (directory, limits, remote, on/off) are not kept here: each
+wrapper reads them from its :class:`~funcache_ipy.memory.Memory` at each call.
 
 User code always runs outside any ``try`` that handles storage: a user's exception
 propagates untouched and is never cached, and a storage fault never loses a result
@@ -22,7 +23,7 @@ import types
 import warnings
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, ParamSpec, TypeVar, cast
 
 from funcache_ipy import file_sets, files
 from funcache_ipy.file_sets import FileSetIndex
@@ -34,32 +35,37 @@ from funcache_ipy.keys import NOTHING_STORED, Explanation, NextRun, call_key, ex
 from funcache_ipy.lease import announce_wait, lease
 from funcache_ipy.remote import RemoteSpec
 from funcache_ipy.stand_ins import stand_in
-from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store, open_store
+from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store
 from funcache_ipy.walk import shown_value
+
+if TYPE_CHECKING:
+    from funcache_ipy.memory import Memory
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
 _enabled = True
-_decorated: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
+_decorated: weakref.WeakSet[CachedFunction[Any, Any]] = weakref.WeakSet()
 
 
 def set_enabled(flag: bool) -> None:
-    """Switch caching on or off for this process (``%funcache off`` / ``on``).
+    """Switch the default memory's caching on or off (``%funcache off`` / ``on``).
 
-    Off means every cached function just runs: nothing is read or written.
+    Off means every function of ``funcache_ipy.cache``, and every ``%%funcache`` cell,
+    just runs: nothing is read or written. NB. Kept here, below the cell pipeline, which
+    reads it too; users set ``funcache_ipy.default_memory.enabled``.
     """
     global _enabled
     _enabled = flag
 
 
 def is_enabled() -> bool:
-    """Whether caching is on for this process."""
+    """Whether the default memory's caching is on."""
     return _enabled
 
 
-def decorated_functions() -> list[Callable[..., Any]]:
+def decorated_functions() -> list[CachedFunction[Any, Any]]:
     """Live ``@cache`` wrappers, for ``%funcache info`` / ``clear`` / ``explain``."""
     return list(_decorated)
 
@@ -102,69 +108,9 @@ class CacheInfo(NamedTuple):
     bytes: int
 
 
-@overload
-def cache(func: Callable[P, R], /) -> CachedFunction[P, R]: ...
-@overload
-def cache(
-    *,
-    ignore: Iterable[str] = (),
-    directory: str | None = None,
-    version: str | None = None,
-    files: Iterable[str] = (),
-    remote: str | None = None,
-) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
-
-
-def cache(
-    func: Callable[..., Any] | None = None,
-    /,
-    *,
-    ignore: Iterable[str] = (),
-    directory: str | None = None,
-    version: str | None = None,
-    files: Iterable[str] = (),
-    remote: str | None = None,
-) -> Any:
-    """Cache a function's results on disk, keyed on its arguments and its code.
-
-    The key covers the arguments (by content) and everything the function's code can
-    reach: helpers it calls or references, globals it reads, closures, defaults, user
-    classes and local modules. Edit any of them and the next call recomputes. Files the
-    function opens while it runs, and files named by ``pathlib.Path`` arguments, count
-    by their content.
-
-    Args:
-        func: the function (when used as ``@cache`` without parentheses).
-        ignore: parameter names left out of the key (e.g. ``verbose``, a logger).
-        directory: cache directory; default ``FUNCACHE_IPY_DIR`` or ``./.funcache``,
-            read on the first call.
-        version: a salt for dependencies funcache_ipy cannot see (data from a URL,
-            ``eval``); change it to force recomputation.
-        files: glob patterns (relative to the cwd at call time; a directory counts by
-            all its files) of files read by code Python's ``open`` does not see
-            (pyarrow, h5py, C extensions), hashed into the key before each run.
-        remote: fsspec URL of a shared tier (``s3://bucket/prefix``, ``file:///mnt/x``)
-            behind the local directory; default ``FUNCACHE_IPY_REMOTE``, read at each
-            call. Entries are signed; see the README's "Share a cache with your team".
-
-    Returns:
-        A wrapper with the same name, docstring and signature, plus ``cache_info()``,
-        ``cache_clear()``, ``uncached(...)``, ``refresh(...)``, ``explain(...)`` and
-        ``explain_last()``. It pickles as "this function with these options", so worker
-        processes (multiprocessing, joblib, Dask) rebuild it and share its entries.
-
-    Raises:
-        TypeError: for generator functions (their results are lazy; return a list) or
-            when ``ignore`` names a parameter the function does not have.
-    """
-    if isinstance(files, str):
-        files = [files]  # one pattern, not its characters
-    if func is None:
-        return functools.partial(
-            cache, ignore=ignore, directory=directory, version=version, files=files, remote=remote
-        )
-    kind = AsyncCachedFunction if inspect.iscoroutinefunction(func) else CachedFunction
-    return kind(func, frozenset(ignore), directory, version, tuple(files), remote)
+def wrapper_kind(func: Callable[..., Any]) -> type[CachedFunction[Any, Any]]:
+    """The wrapper class for ``func``: awaiting for ``async def``, plain otherwise."""
+    return AsyncCachedFunction if inspect.iscoroutinefunction(func) else CachedFunction
 
 
 # The modules a script's functions live in: ``__mp_main__`` is the script re-imported by a
@@ -235,6 +181,7 @@ class CachedFunction(Generic[P, R]):
 
     def __init__(
         self,
+        memory: Memory,
         func: Callable[P, R],
         ignore: frozenset[str],
         directory: str | None,
@@ -252,6 +199,7 @@ class CachedFunction(Generic[P, R]):
             )
         functools.update_wrapper(self, func)
         self._func = func
+        self.memory = memory  # whose settings it uses, read at each call
         module = getattr(func, "__module__", None) or "?"
         self.cache_name = f"{'__main__' if module in _MAIN_MODULES else module}.{qualname}"
         self._signature = inspect.signature(func)
@@ -284,7 +232,7 @@ class CachedFunction(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         __tracebackhide__ = True  # IPython shows the user's frames, not these
-        if not _enabled:
+        if not self.memory.enabled:
             return self._func(*args, **kwargs)
         call = self._lookup(args, kwargs)
         if call.value is not MISSING:
@@ -328,7 +276,7 @@ class CachedFunction(Generic[P, R]):
             self._files,
             self._worker_remote(),
         )
-        return (_rebuild, (self._pickled_function(), *options))
+        return (_rebuild, (self.memory, self._pickled_function(), *options))
 
     def _pickled_function(self) -> Callable[..., Any]:
         """The function in a form both picklers take.
@@ -372,8 +320,8 @@ class CachedFunction(Generic[P, R]):
         return tier.for_worker() if tier is not None else self._remote
 
     def _open_store(self) -> Store:
-        """This function's store, with its remote tier (see :func:`open_store`)."""
-        return open_store(self._directory, self._remote)
+        """This function's store: its memory's, unless it has a directory= of its own."""
+        return self.memory.store(self._directory, self._remote)
 
     if not TYPE_CHECKING:  # NB. else a type checker would accept any attribute
 
@@ -712,7 +660,7 @@ class AsyncCachedFunction(CachedFunction[P, Coroutine[Any, Any, T]]):
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
         __tracebackhide__ = True
-        if not _enabled:
+        if not self.memory.enabled:
             return await self._func(*args, **kwargs)
         call = self._lookup(args, kwargs)
         if call.value is not MISSING:
@@ -744,6 +692,7 @@ def _resolve(module: str, qualname: str) -> object:
 
 
 def _rebuild(
+    memory: Memory,
     func: Callable[..., Any],
     ignore: frozenset[str],
     directory: str | None,
@@ -761,5 +710,4 @@ def _rebuild(
         return existing
     if isinstance(func, types.FunctionType) and func.__qualname__ != qualname:
         func.__qualname__ = qualname  # a twin copied by value: give it its own name back
-    kind = AsyncCachedFunction if inspect.iscoroutinefunction(func) else CachedFunction
-    return kind(func, ignore, directory, version, files, remote)
+    return wrapper_kind(func)(memory, func, ignore, directory, version, files, remote)

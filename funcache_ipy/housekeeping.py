@@ -266,12 +266,14 @@ def report(
     store: Store,
     functions: Mapping[str, Any],
     cells: Mapping[str, tuple[int, int]],
+    enabled: bool,
 ) -> CacheReport:
-    """What ``%funcache info`` shows.
+    """What ``%funcache info`` and ``Memory.info()`` show.
 
     Args:
         functions: live ``@cache`` wrappers by name (their hits, misses and stores).
         cells: this session's (hits, misses) per cell name.
+        enabled: whether caching is on, for the header.
     """
     rows: dict[str, ReportRow] = {}
     # What an entry adds to its row depends on its manifest's labels only, and the
@@ -311,7 +313,7 @@ def report(
         store.directory,
         store.volume(),
         store.orphans(),
-        decorator.is_enabled(),
+        enabled,
         sorted(rows.values()),
     )
 

@@ -9,7 +9,6 @@ the caching itself lives in ``cell`` and ``decorator``.
 from __future__ import annotations
 
 import ast
-import contextlib
 import functools
 import os
 import re
@@ -27,18 +26,16 @@ from traitlets import Bool, Bunch, Int, Unicode, observe
 from funcache_ipy import decorator, housekeeping, summary
 from funcache_ipy.analysis import CellAnalysis, analyze_cell
 from funcache_ipy.cell import CellCache, Compile, is_cell_entry
+from funcache_ipy.memory import default_memory
 from funcache_ipy.remote import REMOTE_ENV, TRUST_ENV
-from funcache_ipy.store import (
-    DEFAULT_OUTPUT_LIMIT,
-    DEFAULT_SIZE_LIMIT,
-    ENV_VAR,
-    Store,
-    open_store,
-)
+from funcache_ipy.store import DEFAULT_OUTPUT_LIMIT, DEFAULT_SIZE_LIMIT, Store
 
 __all__ = ["FuncacheMagics", "load_ipython_extension", "unload_ipython_extension"]
 
 _NAME = re.compile(r"[\w.:-]+")
+# The default memory's settings the traitlets of the same names set; unloading puts back
+# what they were before loading.
+_MEMORY_SETTINGS = ("directory", "size_limit", "output_limit", "remote")
 _SHELL_HELPERS = ("get_ipython", "exit", "quit")  # the shell's own, never user data
 # Characters of a cell's text kept in its entries' metadata, for explain's diff and for
 # re-keying it after a restart; a longer cell is explained without them.
@@ -57,9 +54,9 @@ class FuncacheMagics(Magics):
         None,
         allow_none=True,
         help="Cache directory of %%funcache cells, %funcache info/clear, and "
-        "@funcache_ipy.cache functions without a directory= of their own (it is exported "
-        "as $FUNCACHE_IPY_DIR; None or unloading the extension puts that back). "
-        "Default: $FUNCACHE_IPY_DIR, else ./.funcache, resolved when used.",
+        "@funcache_ipy.cache functions without a directory= of their own: sets "
+        "funcache_ipy.default_memory.directory (unloading the extension puts it back). "
+        "None: $FUNCACHE_IPY_DIR, else ./.funcache, resolved when used.",
     ).tag(config=True)
     quiet = Bool(
         False,
@@ -68,21 +65,23 @@ class FuncacheMagics(Magics):
     ).tag(config=True)
     size_limit = Int(
         DEFAULT_SIZE_LIMIT,
-        help="Bytes the cache directory may hold before the oldest entries are evicted.",
+        help="Bytes the cache directory may hold before the oldest entries are evicted "
+        "(sets funcache_ipy.default_memory.size_limit).",
     ).tag(config=True)
 
     output_limit = Int(
         DEFAULT_OUTPUT_LIMIT,
         help="Bytes up to which a file a cached cell or function writes is stored with its "
-        "entry, so that a hit puts it back; a bigger one must be left as the run wrote it.",
+        "entry, so that a hit puts it back; a bigger one must be left as the run wrote it "
+        "(sets funcache_ipy.default_memory.output_limit).",
     ).tag(config=True)
 
     remote = Unicode(
         None,
         allow_none=True,
         help="fsspec URL of a shared cache behind the local one (s3://bucket/prefix, "
-        "gs://..., file:///mnt/shared/cache), exported as $FUNCACHE_IPY_REMOTE like "
-        'directory. Needs: pip install "funcache_ipy[s3]".',
+        "gs://..., file:///mnt/shared/cache): sets funcache_ipy.default_memory.remote; "
+        'None: $FUNCACHE_IPY_REMOTE. Needs: pip install "funcache_ipy[s3]".',
     ).tag(config=True)
     trust = Unicode(
         None,
@@ -91,12 +90,9 @@ class FuncacheMagics(Magics):
         "are accepted besides your own; exported as $FUNCACHE_IPY_TRUST.",
     ).tag(config=True)
 
-    # Environment variable -> its value before remote/trust set it (see _export_sharing).
-    _shared_before: dict[str, str | None] | None = None
-    # ($FUNCACHE_IPY_DIR before ``directory`` was exported, the value exported); None: not
-    # exported. NB. A class default: the observer first runs while traitlets loads config.
-    _exported: tuple[str | None, str] | None = None
-    _loaded = False  # the configuration has been applied (``__init__`` is done)
+    # $FUNCACHE_IPY_TRUST before ``trust`` set it; unset: not exported (see _export_trust).
+    # NB. A class default: the observers first run while traitlets loads config.
+    _trust_before: tuple[str | None] | None = None
     # Narrower than ``Magics`` (which allows None): this class is only made with a shell.
     shell: InteractiveShell
 
@@ -105,62 +101,31 @@ class FuncacheMagics(Magics):
         self.cells = CellCache(self.store)
         # Cell name -> (its text, its --files) when it last ran: what explain re-keys.
         self._last_cells: dict[str, tuple[str, list[str]]] = {}
-        self._loaded = True
-        if (self.size_limit, self.output_limit) != (DEFAULT_SIZE_LIMIT, DEFAULT_OUTPUT_LIMIT):
-            self._limit_store()
+        # The default memory's settings before loading, put back by unloading.
+        self.memory_before: dict[str, object] = {}
 
     def store(self) -> Store:
-        """The configured store, with this limit (shared with ``@cache`` functions using it)."""
-        store = open_store(self.directory, self.remote)
-        store.size_limit = self.size_limit
-        store.output_limit = self.output_limit
-        return store
+        """The default memory's store (shared with ``@funcache_ipy.cache`` functions)."""
+        return default_memory.store()
 
-    @observe("directory")
-    def _export_directory(self, change: Bunch) -> None:
-        """Set ``$FUNCACHE_IPY_DIR`` to ``directory``, so ``@cache`` functions follow it too.
+    @observe("directory", "size_limit", "output_limit", "remote")
+    def _configure_memory(self, change: Bunch) -> None:
+        """Give the default memory the new setting; ``@cache`` functions read it at each call.
 
-        The environment is the one setting both share: a decorated function resolves its
-        store with ``open_store(None)`` at each call and knows nothing of the magics. Runs
-        at load time too, when traitlets applies a profile's ``c.FuncacheMagics.directory``.
+        Runs at load time too, when traitlets applies a profile's ``c.FuncacheMagics``.
         """
-        if change["new"] is None:
-            self.restore_environment()
-            self._limit_store()
-            return
-        before = self._exported[0] if self._exported else os.environ.get(ENV_VAR)
-        os.environ[ENV_VAR] = change["new"]
-        self._exported = (before, change["new"])
-        self._limit_store()
+        setattr(default_memory, change["name"], change["new"])
 
-    @observe("remote", "trust")
-    def _export_sharing(self, change: Bunch) -> None:
-        """Export ``remote``/``trust`` like ``directory``: ``@cache`` functions read them."""
-        variable = REMOTE_ENV if change["name"] == "remote" else TRUST_ENV
-        if self._shared_before is None:
-            self._shared_before = {}
-        before = self._shared_before.setdefault(variable, os.environ.get(variable))
-        value = change["new"] if change["new"] is not None else before
+    @observe("trust")
+    def _export_trust(self, change: Bunch) -> None:
+        """Export ``trust`` as ``$FUNCACHE_IPY_TRUST``, where the remote tier reads it."""
+        if self._trust_before is None:
+            self._trust_before = (os.environ.get(TRUST_ENV),)
+        value = change["new"] if change["new"] is not None else self._trust_before[0]
         if value is None:
-            os.environ.pop(variable, None)
+            os.environ.pop(TRUST_ENV, None)
         else:
-            os.environ[variable] = value
-
-    @observe("size_limit", "output_limit")
-    def _limit_changed(self, change: Bunch) -> None:
-        self._limit_store()
-
-    def _limit_store(self) -> None:
-        """Give the store its limits now, so ``@cache`` functions obey them before any
-        cell runs (they share the directory's one store, and never read this setting).
-
-        NB. Not while the configuration loads: the directory may not be set yet, and
-        opening the default store would create ``./.funcache`` for nothing.
-        """
-        if not self._loaded:
-            return
-        with contextlib.suppress(OSError):  # an unusable directory: said when it is used
-            self.store()
+            os.environ[TRUST_ENV] = value
 
     def report_calls(self, result: object = None) -> None:
         """After each cell: one line per cached function it called that hit, or that
@@ -171,22 +136,14 @@ class FuncacheMagics(Magics):
                 print(line)
 
     def restore_environment(self) -> None:
-        """Put ``$FUNCACHE_IPY_DIR`` (and the remote's variables) back as they were."""
-        for variable, before in (self._shared_before or {}).items():
-            if before is None:
-                os.environ.pop(variable, None)
-            else:
-                os.environ[variable] = before
-        self._shared_before = None
-        if self._exported is None:
+        """Put ``$FUNCACHE_IPY_TRUST`` back as it was."""
+        if self._trust_before is None:
             return
-        (before, exported), self._exported = self._exported, None
-        if os.environ.get(ENV_VAR) != exported:
-            return  # NB. set since (%env): the user's latest word wins
+        (before,), self._trust_before = self._trust_before, None
         if before is None:
-            del os.environ[ENV_VAR]
+            os.environ.pop(TRUST_ENV, None)
         else:
-            os.environ[ENV_VAR] = before
+            os.environ[TRUST_ENV] = before
 
     @magic_arguments("%funcache")
     @argument("-r", "--refresh", action="store_true", help="run the cell and overwrite its entry")
@@ -337,8 +294,8 @@ class FuncacheMagics(Magics):
             elif args.action == "clear":
                 self.clear(args.name, remote=args.remote)
             elif args.action in ("off", "on"):
-                decorator.set_enabled(args.action == "on")
-                state = "on" if decorator.is_enabled() else "off: functions and cells just run"
+                default_memory.enabled = args.action == "on"
+                state = "on" if default_memory.enabled else "off: functions and cells just run"
                 print(f"funcache: caching is {state}")
             elif args.action == "explain":
                 self.explain(args.name, last=args.last)
@@ -351,7 +308,7 @@ class FuncacheMagics(Magics):
         """What ``%funcache info`` shows."""
         cells = {name: (stats.hits, stats.misses) for name, stats in self.cells.stats.items()}
         functions = housekeeping.current_functions(self.shell.user_ns)
-        return housekeeping.report(self.store(), functions, cells)
+        return housekeeping.report(self.store(), functions, cells, default_memory.enabled)
 
     def clear(self, name: str | None, remote: bool = False) -> None:
         """``%funcache clear [NAME] [--remote]``."""
@@ -432,16 +389,8 @@ class FuncacheMagics(Magics):
         """``%funcache prune [NAME] [--keep N] [--older AGE]``."""
         if keep is not None and keep < 1:
             raise UsageError(f"--keep takes 1 or more (the newest version stays), not {keep}")
-        age = housekeeping.parse_age(older) if older is not None else None
-        if keep is None and age is None:
-            keep = 1
-        store = self.store()
-        if name is not None:
-            name = housekeeping.resolve(
-                name, {meta.name for _, meta in store.entries()}, "is cached"
-            )
-        pruned = housekeeping.prune(store, keep, age, name)
-        print(f"funcache: {pruned} from {store.directory}")
+        pruned = default_memory.prune(name, keep=keep, older=older)
+        print(f"funcache: {pruned} from {self.store().directory}")
 
 
 def _analyze(shell: InteractiveShell, cell: str) -> tuple[CellAnalysis, Compile]:
@@ -515,19 +464,24 @@ def load_ipython_extension(ipython: InteractiveShell) -> None:
     """Register the magics; loading again keeps the registered instance."""
     if isinstance(ipython.magics_manager.registry.get(FuncacheMagics.__name__), FuncacheMagics):
         return
-    magics = FuncacheMagics(ipython)
+    settings = {name: getattr(default_memory, name) for name in _MEMORY_SETTINGS}
+    magics = FuncacheMagics(ipython)  # NB. applies the profile's c.FuncacheMagics
+    magics.memory_before = settings
     ipython.register_magics(magics)
     decorator.tally_calls(True)
     ipython.events.register("post_run_cell", magics.report_calls)
 
 
 def unload_ipython_extension(ipython: InteractiveShell) -> None:
-    """Undo :func:`load_ipython_extension`: the magics, the configurable, $FUNCACHE_IPY_DIR."""
+    """Undo :func:`load_ipython_extension`: the magics, the configurable, the default
+    memory's settings, $FUNCACHE_IPY_TRUST."""
     manager = ipython.magics_manager
     magics = manager.registry.pop(FuncacheMagics.__name__, None)
     if not isinstance(magics, FuncacheMagics):
         return
     magics.restore_environment()
+    for name, value in magics.memory_before.items():
+        setattr(default_memory, name, value)
     ipython.events.unregister("post_run_cell", magics.report_calls)
     decorator.tally_calls(False)
     for kind, table in magics.magics.items():

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from funcache_ipy import decorator
 from funcache_ipy.cell import CellCache
+from funcache_ipy.memory import default_memory
 from tests.conftest import run_cell
 
 TICK = """
@@ -33,7 +33,7 @@ def ip(shell: InteractiveShell) -> Iterator[InteractiveShell]:
     yield shell
     shell.extension_manager.unload_extension("funcache_ipy")
     shell.config.pop("FuncacheMagics", None)  # NB. %config also updates the shell's config
-    decorator.set_enabled(True)
+    default_memory.enabled = True
 
 
 def runs() -> int:

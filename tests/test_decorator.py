@@ -15,6 +15,7 @@ import pytest
 
 import funcache_ipy
 from funcache_ipy.hashing import UnhashableError
+from funcache_ipy.memory import default_memory
 from funcache_ipy.store import FuncacheWarning
 from tests.conftest import run_cell
 
@@ -205,13 +206,11 @@ def test_off_switch_bypasses_the_cache(capsys) -> None:
         print(x)
         return x
 
-    from funcache_ipy import decorator
-
-    decorator.set_enabled(False)
+    default_memory.enabled = False
     try:
         f(1), f(1)
     finally:
-        decorator.set_enabled(True)
+        default_memory.enabled = True
     assert runs(capsys) == ["1", "1"] and f.cache_info().entries == 0
 
 

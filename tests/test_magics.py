@@ -23,6 +23,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from funcache_ipy import decorator, magics
+from funcache_ipy.memory import default_memory
 from funcache_ipy.store import FuncacheWarning, open_store
 from tests.cell_helpers import TICK, restart, runs
 from tests.conftest import run_cell
@@ -640,7 +641,8 @@ def test_directory_also_governs_cached_functions(
     assert [meta.name for _, meta in open_store(target).entries()] == ["__main__.twice"]
     assert open_store(isolated_cache).entries() == [], "the function ignored the setting"
     run_cell(ip, "%config FuncacheMagics.directory = None")
-    assert os.environ["FUNCACHE_IPY_DIR"] == str(isolated_cache), "None should put it back"
+    assert run_cell(ip, "twice(4)") == 8
+    assert len(open_store(isolated_cache).entries()) == 1, "None should put it back"
 
 
 def test_profile_directory_applies_at_load_and_unload_puts_it_back(
@@ -649,9 +651,10 @@ def test_profile_directory_applies_at_load_and_unload_puts_it_back(
     ip.extension_manager.unload_extension("funcache_ipy")
     ip.config.FuncacheMagics.directory = str(tmp_path / "profile")  # as ipython_config.py does
     ip.extension_manager.load_extension("funcache_ipy")
-    assert os.environ["FUNCACHE_IPY_DIR"] == str(tmp_path / "profile")
+    assert default_memory.directory == str(tmp_path / "profile")
     ip.extension_manager.unload_extension("funcache_ipy")
-    assert os.environ["FUNCACHE_IPY_DIR"] == str(isolated_cache)
+    assert default_memory.directory is None, "unloading should put the default back"
+    assert default_memory.store().directory == isolated_cache
 
 
 def session_totals(text: str) -> tuple[int, int]:
@@ -870,3 +873,37 @@ def test_help_reads_as_plain_text(ip: InteractiveShell) -> None:
     """``%%funcache?`` shows the docstrings as they are: no reST markup in them."""
     for text in (ip.find_cell_magic("funcache").__doc__, ip.find_line_magic("funcache").__doc__):
         assert text and "``" not in text and "::" not in text, text
+
+
+def test_config_sets_the_default_memory_and_unloading_puts_it_back(
+    ip: InteractiveShell, tmp_path: Path
+) -> None:
+    """The traitlets are the %config face of ``funcache_ipy.default_memory``."""
+    settings = {
+        "directory": str(tmp_path / "configured"),
+        "size_limit": 2**21,
+        "output_limit": 2**10,
+        "remote": (tmp_path / "shared").as_uri(),
+    }
+    for name, value in settings.items():
+        run_cell(ip, f"%config FuncacheMagics.{name} = {value!r}")
+    now = {name: getattr(default_memory, name) for name in settings}
+    assert now == settings, f"expected the default memory configured, got {now}"
+    ip.extension_manager.unload_extension("funcache_ipy")
+    assert (default_memory.directory, default_memory.size_limit) == (None, 16 * 2**30)
+    assert (default_memory.output_limit, default_memory.remote) == (2**30, None)
+    ip.extension_manager.load_extension("funcache_ipy")
+
+
+def test_off_switches_the_default_memory_and_it_switches_the_magics(
+    ip: InteractiveShell, capsys
+) -> None:
+    run_cell(ip, "%funcache off")
+    assert default_memory.enabled is False, "%funcache off left the default memory on"
+    run_cell(ip, "import funcache_ipy\nfuncache_ipy.default_memory.enabled = True")
+    run_cell(ip, "%funcache info")
+    assert "(caching on)" in capsys.readouterr().out
+    run_cell(ip, "funcache_ipy.default_memory.enabled = False")
+    run_cell(ip, "%%funcache\ntick()\n")
+    run_cell(ip, "%%funcache\ntick()\n")
+    assert runs() == 2, f"expected cells to just run when the memory is off, got {runs()} runs"

@@ -391,15 +391,15 @@ answer = 6 * 7
 def test_cells_share_and_clear_touches_the_remote_only_when_told(
     ip: object, tmp_path: Path
 ) -> None:
-    from funcache_ipy.store import open_store
+    from funcache_ipy.memory import default_memory
     from tests.cell_helpers import runs
     from tests.conftest import run_cell
 
     shared = tmp_path / "shared"
     run_cell(ip, f"%config FuncacheMagics.remote = 'file://{shared}'")
-    assert os.environ["FUNCACHE_IPY_REMOTE"] == f"file://{shared}"
+    assert default_memory.remote == f"file://{shared}", "%config did not set the memory"
     run_cell(ip, CELL)
-    tier = open_store().remote
+    tier = default_memory.store().remote
     assert tier is not None and tier.flush(60) == 0, "the upload did not finish"
     uploaded = sorted(p.name for p in shared.rglob("*") if p.is_file())
     assert uploaded, "the cell's entry was not uploaded"
@@ -416,7 +416,7 @@ def test_cells_share_and_clear_touches_the_remote_only_when_told(
     run_cell(ip, "%funcache clear --remote")
     assert not [p for p in shared.rglob("*") if p.is_file()], "own shared entries remain"
     ip.extension_manager.unload_extension("funcache_ipy")  # type: ignore[attr-defined]
-    assert "FUNCACHE_IPY_REMOTE" not in os.environ, "unloading left the remote exported"
+    assert default_memory.remote is None, "unloading left the remote configured"
     ip.extension_manager.load_extension("funcache_ipy")  # type: ignore[attr-defined]
 
 

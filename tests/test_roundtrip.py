@@ -29,8 +29,8 @@ import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from funcache_ipy import decorator
 from funcache_ipy.fingerprint import hash_content
+from funcache_ipy.memory import default_memory
 from tests.conftest import run_cell
 
 
@@ -209,7 +209,7 @@ def ip(shell: InteractiveShell) -> Iterator[InteractiveShell]:
     shell.extension_manager.load_extension("funcache_ipy")
     yield shell
     shell.extension_manager.unload_extension("funcache_ipy")
-    decorator.set_enabled(True)
+    default_memory.enabled = True
 
 
 @pytest.mark.parametrize(

@@ -20,9 +20,9 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 import funcache_ipy
-from funcache_ipy import decorator
 from funcache_ipy.fingerprint import fingerprint_names
 from funcache_ipy.hashing import UnhashableError
+from funcache_ipy.memory import default_memory
 from tests.conftest import run_cell
 from tests.test_roundtrip import BunchLike
 
@@ -131,7 +131,7 @@ def ip(shell: InteractiveShell) -> Iterator[InteractiveShell]:
     restart(shell)
     yield shell
     shell.extension_manager.unload_extension("funcache_ipy")
-    decorator.set_enabled(True)
+    default_memory.enabled = True
 
 
 def restart(ip: InteractiveShell) -> None:
