@@ -16,6 +16,8 @@ import functools
 import html
 import re
 import sys
+import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
@@ -29,6 +31,7 @@ __all__ = [
     "load_figure_backend",
     "replay_outputs",
     "show_outputs",
+    "shown_while_slow",
 ]
 
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"  # live widget views cannot be replayed
@@ -307,3 +310,35 @@ def load_figure_backend(outputs: Iterable[Output], values: Iterable[object]) -> 
     )
     if showed_image or any(type(v).__module__.startswith("matplotlib.") for v in values):
         pyplot._get_backend_mod()  # NB. what pyplot itself calls for a first figure
+
+
+SLOW_SECONDS = 1.0  # a restore taking longer says what it is doing
+
+
+@contextlib.contextmanager
+def shown_while_slow(publisher: DisplayPublisher, text: Callable[[], str]) -> Iterator[None]:
+    """Show ``text()`` while the block runs, if it runs longer than :data:`SLOW_SECONDS`.
+
+    A transient display (a ``display_id`` updated to nothing afterwards), so it is not
+    part of the cell's output: a long restore says what it is doing, a quick one says
+    nothing. Shown from a timer thread: the block keeps the main thread busy.
+    """
+    display_id = f"funcache-{uuid.uuid4().hex}"
+    shown = threading.Event()
+
+    def show() -> None:
+        with contextlib.suppress(Exception):  # NB. a notice must never break the restore
+            publisher.publish({"text/plain": text()}, {}, transient={"display_id": display_id})
+            shown.set()
+
+    timer = threading.Timer(SLOW_SECONDS, show)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()
+        if shown.is_set():
+            transient = {"display_id": display_id}
+            publisher.publish({"text/plain": ""}, {}, transient=transient, update=True)

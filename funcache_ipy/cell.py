@@ -58,6 +58,7 @@ from funcache_ipy.capture import (
     OutputCapture,
     load_figure_backend,
     replay_outputs,
+    shown_while_slow,
 )
 from funcache_ipy.decorator import is_enabled
 from funcache_ipy.file_sets import FileSetIndex
@@ -274,7 +275,8 @@ class CellCache:
         """
 
         def restore(entry_key: str) -> object:
-            entry = self._restore(store, entry_key, cell)
+            with shown_while_slow(cell.publisher, lambda: _restoring(store, entry_key, cell)):
+                entry = self._restore(store, entry_key, cell)
             return MISSING if entry is None else entry
 
         started = time.perf_counter()
@@ -779,6 +781,16 @@ def _kind(value: object) -> str:
     if isinstance(value, types.GeneratorType):
         return "generator"
     return f"type {type(value).__name__}"
+
+
+def _restoring(store: Store, entry_key: str, cell: _Cell) -> str:
+    """``funcache: restoring model, X (29.6 MiB) ...``: what a slow restore is doing."""
+    meta = store.meta(entry_key)
+    size = f" ({meta.size / 2**20:.1f} MiB)" if meta is not None else ""
+    analysis = cell.analysis
+    names = [n for n in analysis.bound if n not in analysis.replayed][:_NOTICE_NAMES]
+    what = ", ".join(names) if names else f"cell {cell.name}"
+    return f"funcache: restoring {what}{size} ..."
 
 
 def _notice(entry: _Entry, analysis: CellAnalysis, restored: Sequence[str], seconds: float) -> str:

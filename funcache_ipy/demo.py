@@ -200,7 +200,7 @@ class KernelSession:
             kind, content = msg["msg_type"], msg["content"]
             if kind == "status" and content["execution_state"] == "idle":
                 break
-            if kind in ("stream", "display_data", "execute_result", "error"):
+            if kind in ("stream", "display_data", "update_display_data", "execute_result", "error"):
                 run.messages.append((kind, content))
             if kind == "stream":
                 (stdout if content["name"] == "stdout" else stderr).append(content["text"])

@@ -90,3 +90,39 @@ def test_functions_that_hit_or_recompute_say_so_after_the_cell(kernel: KernelSes
     )
     execute(kernel, "%config FuncacheMagics.quiet = True")
     assert execute(kernel, "a = slow(1)").stdout == "", "quiet turns it off"
+
+
+SLOW_MODULE = """
+import time
+
+
+def rebuild(size):
+    time.sleep(1.5)  # an unpickling that takes a while, as a big model's does
+    return Model(size)
+
+
+class Model:
+    def __init__(self, size):
+        self.size = size
+
+    def __reduce__(self):
+        return rebuild, (self.size,)
+"""
+
+
+def test_a_slow_restore_says_what_it_is_doing_while_it_works(kernel: KernelSession) -> None:
+    Path("slowmodel.py").write_text(SLOW_MODULE)
+    cell = "%%funcache --name fit\nimport slowmodel\nmodel = slowmodel.Model(3)\n"
+    execute(kernel, "import sys; sys.path.insert(0, '.')")
+    execute(kernel, cell)
+    kernel.restart()
+    execute(kernel, "%load_ext funcache_ipy\nimport sys; sys.path.insert(0, '.')")
+    run = execute(kernel, cell)
+    shown = [c for kind, c in run.messages if kind == "display_data"]
+    assert len(shown) == 1, run.messages
+    assert shown[0]["data"]["text/plain"].startswith("funcache: restoring model ("), shown
+    display_id = shown[0]["transient"]["display_id"]
+    cleared = [c for kind, c in run.messages if kind == "update_display_data"]
+    assert [c["transient"]["display_id"] for c in cleared] == [display_id]
+    assert cleared[0]["data"]["text/plain"] == "", "the line goes once the restore is done"
+    assert run.stdout.startswith("funcache: restored model (re-ran 1 import/def) from cache in 1.")
