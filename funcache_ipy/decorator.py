@@ -464,11 +464,10 @@ class CachedFunction(Generic[P, R]):
         Raises:
             OSError: such a file exists but cannot be read; the message names it.
         """
-        paths = list(
-            dict.fromkeys([*arg_paths, *files.named_files(map(pathlib.Path, fingerprint.paths))])
-        )
-        if not paths and not self._files:
-            return []
+        if not arg_paths and not fingerprint.paths and not self._files:
+            return []  # NB. the common case, on every call
+        globals_paths = files.named_files(map(pathlib.Path, fingerprint.paths))
+        paths = list(dict.fromkeys([*arg_paths, *globals_paths]))
         states, failed = files.states_of(paths)
         if self._files:
             declared, failed_declared = files.declared_states(self._files)

@@ -11,11 +11,10 @@ helper.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import threading
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,15 +59,23 @@ class Tracker:
 
     def current(self) -> Fingerprint:
         """Fingerprint now; a few identity checks when nothing changed."""
-        with _entered(self._target) as reentered:
-            if reentered:
-                return Fingerprint(cycle_token(self._target), {})
+        # NB. A re-hashed guarded value can meet the very function being fingerprinted
+        # (a function stored in a list it reads): the re-entrant call gets a stable
+        # cycle token. Inline rather than a context manager: this runs on every call.
+        busy = _busy()
+        marker = id(self._target)
+        if marker in busy:
+            return Fingerprint(cycle_token(self._target), {})
+        busy.add(marker)
+        try:
             state = self._state
             if state is not None and state[1].hold():
                 return state[0]
             fingerprint, guards = _walk_root(self._target)
             self._state = (fingerprint, guards)
             return fingerprint
+        finally:
+            busy.discard(marker)
 
 
 def _walk_root(target: object) -> tuple[Fingerprint, Guards]:
@@ -86,22 +93,13 @@ def _walk_root(target: object) -> tuple[Fingerprint, Guards]:
 _ENTERED = threading.local()
 
 
-@contextlib.contextmanager
-def _entered(obj: object) -> Iterator[bool]:
-    """Mark ``obj`` as being fingerprinted on this thread; yield True on re-entry.
-
-    NB. Re-hashing a guarded value can meet the very function being fingerprinted (a
-    function stored in a list it reads); the re-entrant call gets a stable cycle token.
-    """
-    busy: set[int] = _ENTERED.__dict__.setdefault("ids", set())
-    if id(obj) in busy:
-        yield True
-        return
-    busy.add(id(obj))
+def _busy() -> set[int]:
+    """Ids of the objects being fingerprinted on this thread."""
     try:
-        yield False
-    finally:
-        busy.discard(id(obj))
+        return _ENTERED.ids  # type: ignore[no-any-return]
+    except AttributeError:
+        _ENTERED.ids = set()
+        return _ENTERED.ids  # type: ignore[no-any-return]
 
 
 _RECENT_LIMIT = 128
@@ -137,10 +135,14 @@ def code_hasher(obj: object) -> bytes:
         return summarize_code(obj).digest
     if isinstance(obj, types.FunctionType | type):
         return _recent_tracker(obj).current().digest
-    with _entered(obj) as reentered:
-        if reentered:
-            return cycle_token(obj)
+    busy = _busy()
+    if id(obj) in busy:
+        return cycle_token(obj)
+    busy.add(id(obj))
+    try:
         return _walk_root(obj)[0].digest
+    finally:
+        busy.discard(id(obj))
 
 
 def hash_content(obj: object) -> bytes:

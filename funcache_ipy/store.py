@@ -23,6 +23,7 @@ import collections
 import contextlib
 import dataclasses
 import errno
+import functools
 import hashlib
 import hmac
 import json
@@ -752,6 +753,25 @@ _stores_by_path: dict[Path, Store] = {}
 _stores_lock = threading.Lock()
 
 
+def environ(name: str) -> str | None:
+    """``os.environ.get(name)``, read on every cached call, in ~0.1 µs rather than ~1 µs.
+
+    NB. ``os.environ.get`` raises and catches a ``KeyError`` for an unset name; the
+    mapping's own dict (``_data``, there since Python 3.2) answers without one. Any
+    other mapping falls back to ``get``.
+    """
+    data = getattr(os.environ, "_data", None)
+    if not isinstance(data, dict):
+        return os.environ.get(name)
+    raw = data.get(_environ_key(name))
+    return None if raw is None else str(os.environ.decodevalue(raw))
+
+
+@functools.cache
+def _environ_key(name: str) -> object:
+    return os.environ.encodekey(name)
+
+
 def open_store(
     directory: str | os.PathLike[str] | None = None, remote: str | RemoteSpec | None = None
 ) -> Store:
@@ -769,7 +789,7 @@ def open_store(
     Raises:
         OSError: the directory or the secret key cannot be created; the message says how.
     """
-    raw = os.fspath(directory) if directory is not None else os.environ.get(ENV_VAR)
+    raw = os.fspath(directory) if directory is not None else environ(ENV_VAR)
     raw = str(raw or DEFAULT_DIRECTORY)
     argument = (raw, None if os.path.isabs(raw) else os.getcwd())
     store = _stores_by_argument.get(argument)
@@ -781,7 +801,7 @@ def open_store(
                 store = Store(path)
                 _stores_by_path[path] = store
             _stores_by_argument[argument] = store
-    remote = remote or os.environ.get(REMOTE_ENV) or None
+    remote = remote or environ(REMOTE_ENV) or None
     if remote is not None or store.remote is not None:
         store.remote = None if remote is None else tier_for(remote, _warn)
     return store
