@@ -184,15 +184,17 @@ def _put_back(store: Store, candidate: FileSet) -> tuple[tuple[str, ...], str | 
     Returns:
         The paths written back, or why the set cannot be used (nothing written then).
     """
-    stale = [w for w in candidate.written if files.current_digest(w.state) != w.state.digest]
+    now = {w: files.current_digest(w.state) for w in candidate.written}
+    stale = [w for w in candidate.written if now[w] != w.state.digest]
     contents = []
     for written in stale:
         label = file_label(written.state.path)
+        state = "missing" if now[written] == ABSENT else "changed"
         if not written.kept:
-            return (), f"{label} is {_now(written.state)} and was too big to keep a copy of"
+            return (), f"{label} is {state} and was too big to keep a copy of"
         data = store.get(output_key(candidate.key, written.state.digest))
         if not isinstance(data, (bytes, bytearray, memoryview, pickle.PickleBuffer)):
-            return (), f"{label} is {_now(written.state)} and its stored copy is gone"
+            return (), f"{label} is {state} and its stored copy is gone"
         contents.append(memoryview(data))
     for written, data in zip(stale, contents, strict=True):
         try:
@@ -230,10 +232,6 @@ def would_use(
         if would_hold(store, candidate):
             return store.meta(candidate.key)
     return None
-
-
-def _now(state: FileState) -> str:
-    return "missing" if files.current_digest(state) == ABSENT else "changed"
 
 
 def _keep(store: Store, entry: str, output: Output, name: str) -> Written:

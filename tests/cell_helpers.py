@@ -50,3 +50,27 @@ def restart(ip: InteractiveShell) -> None:
     magics.cells = CellCache(magics.store)
     magics.store().close()
     run_cell(ip, TICK)
+
+
+def run_twice(ip: InteractiveShell, cells: list[str], probe: str) -> tuple[object, object]:
+    """``probe``'s value after running ``cells``, then after a restart and a second pass."""
+    for cell in cells:
+        run_cell(ip, cell)
+    ran = run_cell(ip, probe)
+    restart(ip)
+    for cell in cells:
+        run_cell(ip, cell)
+    return ran, run_cell(ip, probe)
+
+
+@pytest.fixture
+def saved_generators() -> Iterator[None]:
+    """Put the global generators back as they were, so other tests see no difference."""
+    import random
+
+    import numpy as np
+
+    numpy_state, random_state = np.random.get_state(), random.getstate()
+    yield
+    np.random.set_state(numpy_state)
+    random.setstate(random_state)

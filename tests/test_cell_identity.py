@@ -15,21 +15,9 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from funcache_ipy.demo import KernelSession
-from tests.cell_helpers import restart, runs
+from tests.cell_helpers import restart, run_twice, runs
 from tests.conftest import run_cell
 from tests.kernel_helpers import execute, open_kernel, value
-
-
-def run_twice(ip: InteractiveShell, cells: list[str], probe: str) -> tuple[object, object]:
-    """``probe``'s value after running ``cells``, then after a restart and a second pass."""
-    for cell in cells:
-        run_cell(ip, cell)
-    ran = run_cell(ip, probe)
-    restart(ip)
-    for cell in cells:
-        run_cell(ip, cell)
-    return ran, run_cell(ip, probe)
-
 
 # (earlier cell, cached cell, change to the input then a probe)
 KEEPS_INPUT = {

@@ -37,13 +37,7 @@ def first_draw(generator: str, seed: int) -> float:
     return random.Random(seed).random()
 
 
-@pytest.fixture(autouse=True)
-def saved_generators() -> Iterator[None]:
-    """Put the global generators back as they were, so other tests see no difference."""
-    numpy_state, random_state = np.random.get_state(), random.getstate()
-    yield
-    np.random.set_state(numpy_state)
-    random.setstate(random_state)
+pytestmark = pytest.mark.usefixtures("saved_generators")
 
 
 def knock_back() -> None:

@@ -8,25 +8,16 @@ compares with a plain run from that seed.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
-
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from tests.cell_helpers import restart, runs
+from tests.cell_helpers import restart, run_twice, runs
 from tests.conftest import run_cell
 
 np = pytest.importorskip("numpy")
 
 
-@pytest.fixture(autouse=True)
-def saved_generators() -> Iterator[None]:
-    """Put the global generators back as they were, so other tests see no difference."""
-    numpy_state, random_state = np.random.get_state(), random.getstate()
-    yield
-    np.random.set_state(numpy_state)
-    random.setstate(random_state)
+pytestmark = pytest.mark.usefixtures("saved_generators")
 
 
 SEED = (
@@ -86,14 +77,8 @@ def test_a_state_put_back_from_an_earlier_cell_hits_as_a_run(ip: InteractiveShel
         "x = (random.random(), np.random.rand())",
     ]
     probe = "(x, random.random(), np.random.rand())"
-    for cell in cells:
-        run_cell(ip, cell)
-    ran = run_cell(ip, probe)
-    restart(ip)
-    for cell in cells:
-        run_cell(ip, cell)
+    ran, hit = run_twice(ip, cells, probe)
     assert runs() == 1, "the restored state follows from `saved`: the cell should hit"
-    hit = run_cell(ip, probe)
     assert hit == ran, f"after a hit {hit}, after a run {ran}"
 
 
