@@ -9,6 +9,7 @@ a kernel restart (an empty namespace); real kernels are tested in ``test_kernel.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -91,6 +92,31 @@ def test_code_edits_miss_but_comments_and_blank_lines_do_not(
     run_cell(ip, edited)
     assert runs() == (1 if hits else 2)
     assert ip.user_ns["value"] == eval(edited.rsplit("=", 1)[1].split("#")[0])
+
+
+def test_a_cell_under_an_ast_transformer_is_keyed_by_the_code_it_runs(
+    ip: InteractiveShell,
+) -> None:
+    """IPython's AST transformers may change what a cell's text means between runs."""
+
+    class Scale(ast.NodeTransformer):
+        factor = 1
+
+        def visit_Constant(self, node: ast.Constant) -> ast.Constant:
+            if node.value != 2:
+                return node
+            return ast.copy_location(ast.Constant(2 * self.factor), node)
+
+    scale = Scale()
+    ip.ast_transformers.append(scale)
+    try:
+        run_cell(ip, "%%funcache\ntick()\nvalue = 2\n")
+        scale.factor = 5
+        run_cell(ip, "%%funcache\ntick()\nvalue = 2\n")
+    finally:
+        ip.ast_transformers.remove(scale)
+    assert ip.user_ns["value"] == 10, f"expected 10, got {ip.user_ns['value']} (stale cache)"
+    assert runs() == 2
 
 
 def test_in_place_mutation_of_an_input_is_restored(ip: InteractiveShell) -> None:
