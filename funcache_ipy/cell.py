@@ -784,9 +784,12 @@ def _kind(value: object) -> str:
 
 
 def _restoring(store: Store, entry_key: str, cell: _Cell) -> str:
-    """``funcache: restoring model, X (29.6 MiB) ...``: what a slow restore is doing."""
+    """``funcache: restoring model, X (29.6 MiB) ...``: what a slow restore is doing.
+
+    The size only from 1 MiB up: a small entry is slow because of what it re-runs.
+    """
     meta = store.meta(entry_key)
-    size = f" ({meta.size / 2**20:.1f} MiB)" if meta is not None else ""
+    size = f" ({meta.size / 2**20:.1f} MiB)" if meta is not None and meta.size >= 2**20 else ""
     analysis = cell.analysis
     names = [n for n in analysis.bound if n not in analysis.replayed][:_NOTICE_NAMES]
     what = ", ".join(names) if names else f"cell {cell.name}"

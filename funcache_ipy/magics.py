@@ -29,6 +29,7 @@ from funcache_ipy.cell import CellCache, Compile, is_cell_entry
 from funcache_ipy.memory import default_memory
 from funcache_ipy.remote import REMOTE_ENV, TRUST_ENV
 from funcache_ipy.store import DEFAULT_OUTPUT_LIMIT, DEFAULT_SIZE_LIMIT, Store
+from funcache_ipy.tracebacks import CellSyntaxError
 
 __all__ = ["FuncacheMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -197,7 +198,10 @@ class FuncacheMagics(Magics):
                 f"(like features or load.v2), not {args.name}"
             )
         shell = self.shell
-        analysis, compile_tree = _analyze(shell, cell)
+        try:
+            analysis, compile_tree = _analyze(shell, cell)
+        except SyntaxError as exc:
+            raise CellSyntaxError(exc) from None
         if analysis.top_level_await:
             raise UsageError(
                 "%%funcache cannot run a cell with top-level await; "

@@ -31,6 +31,28 @@ class ShownAsUserError(Exception):
         return lines
 
 
+class CellSyntaxError(ShownAsUserError):
+    """A ``%%funcache`` cell that does not parse, shown as IPython shows a plain cell's.
+
+    The cell is parsed inside the magic, so a plain ``SyntaxError`` would come with the
+    frames of IPython's magic machinery and of this package (IPython shows every frame
+    of a ``SyntaxError`` raised while code runs, and never asks it to render itself).
+    This one renders as the ``SyntaxError`` alone: ``Cell In[n], line 2``, the line,
+    the caret. The cell still counts as failed, so "Run All" stops there.
+    """
+
+    def __init__(self, error: SyntaxError) -> None:
+        super().__init__(error.msg)
+        self.error = error
+
+    def _render_traceback_(self) -> list[str]:
+        ipython: Any = sys.modules["IPython"]  # NB. only IPython calls this method
+        lines: list[str] = ipython.get_ipython().SyntaxTB.structured_traceback(
+            type(self.error), self.error, []
+        )
+        return lines
+
+
 def without_own_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
     """``tb`` without the frames of funcache_ipy's modules."""
     kept = []

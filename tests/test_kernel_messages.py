@@ -70,6 +70,11 @@ def test_errors_show_the_users_frames_and_the_right_cell(kernel: KernelSession) 
     assert run.error is not None and "ZeroDivisionError" in run.error
     numbers = re.findall(r"Cell In\[(\d+)\], line (\d)", run.error)
     assert len(numbers) == 2 and numbers[0][0] == numbers[1][0], f"one cell number: {numbers}"
+    run = kernel.run("%%funcache\nx = 1\ny = (\n")
+    assert run.error is not None and "'(' was never closed" in run.error, run.error
+    for frame in ("funcache_ipy/", "run_cell_magic", "interactiveshell.py"):
+        assert frame not in run.error, f"a syntax error shows {frame!r}: {run.error}"
+    assert re.search(r"Cell In\[\d+\], line 2\n\s+y = \(", run.error), run.error
 
 
 def test_functions_that_hit_or_recompute_say_so_after_the_cell(kernel: KernelSession) -> None:
@@ -120,7 +125,7 @@ def test_a_slow_restore_says_what_it_is_doing_while_it_works(kernel: KernelSessi
     run = execute(kernel, cell)
     shown = [c for kind, c in run.messages if kind == "display_data"]
     assert len(shown) == 1, run.messages
-    assert shown[0]["data"]["text/plain"].startswith("funcache: restoring model ("), shown
+    assert shown[0]["data"]["text/plain"] == "funcache: restoring model ...", shown  # tiny
     display_id = shown[0]["transient"]["display_id"]
     cleared = [c for kind, c in run.messages if kind == "update_display_data"]
     assert [c["transient"]["display_id"] for c in cleared] == [display_id]
