@@ -61,12 +61,14 @@ from funcache_ipy.capture import (
     shown_while_slow,
 )
 from funcache_ipy.decorator import is_enabled
+from funcache_ipy.entry_meta import EntryMeta
 from funcache_ipy.file_sets import FileSetIndex
 from funcache_ipy.files import FileState, display_path
 from funcache_ipy.fingerprint import fingerprint_names, hash_content, remember_stored
 from funcache_ipy.hashing import UnhashableError, is_immutable
 from funcache_ipy.keys import Explanation, cell_key, explain_manifests, state_key
 from funcache_ipy.lease import announce_wait, lease
+from funcache_ipy.missing import MISSING
 from funcache_ipy.notices import format_seconds
 from funcache_ipy.origins import find_spec_quietly, is_local_file
 from funcache_ipy.restore import (
@@ -88,7 +90,8 @@ from funcache_ipy.restore import (
     unpickle_values,
     views_fit,
 )
-from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store
+from funcache_ipy.store import Store
+from funcache_ipy.warning import FuncacheWarning
 
 __all__ = ["CellCache", "is_cell_entry"]
 

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 from funcache_ipy.envelope import Discard, _Pickler, out_of_band
+from funcache_ipy.missing import MISSING
 from funcache_ipy.state import generator_function
-from funcache_ipy.store import MISSING
 
 __all__ = [
     "ArrayView",
