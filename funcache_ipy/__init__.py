@@ -19,7 +19,7 @@ from funcache_ipy.hashing import UnhashableError
 from funcache_ipy.keys import Explanation
 from funcache_ipy.memory import Memory, default_memory
 from funcache_ipy.notices import in_ipython, show_plainly
-from funcache_ipy.store import FuncacheWarning
+from funcache_ipy.warning import FuncacheWarning
 
 __all__ = [
     "CacheInfo",

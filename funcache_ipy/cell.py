@@ -52,6 +52,7 @@ from typing import Any
 
 from funcache_ipy import file_sets, files, state
 from funcache_ipy.analysis import CellAnalysis
+from funcache_ipy.array_views import find_views, rebuild_views, views_fit
 from funcache_ipy.capture import (
     DisplayPublisher,
     Output,
@@ -61,34 +62,36 @@ from funcache_ipy.capture import (
     shown_while_slow,
 )
 from funcache_ipy.decorator import is_enabled
+from funcache_ipy.entry_meta import EntryMeta
 from funcache_ipy.file_sets import FileSetIndex
 from funcache_ipy.files import FileState, display_path
 from funcache_ipy.fingerprint import fingerprint_names, hash_content, remember_stored
 from funcache_ipy.hashing import UnhashableError, is_immutable
 from funcache_ipy.keys import Explanation, cell_key, explain_manifests, state_key
 from funcache_ipy.lease import announce_wait, lease
+from funcache_ipy.live_references import (
+    References,
+    input_references,
+    kept_references,
+    pickle_values,
+    pickles,
+    unpickle_values,
+)
+from funcache_ipy.missing import MISSING
 from funcache_ipy.notices import format_seconds
 from funcache_ipy.origins import find_spec_quietly, is_local_file
 from funcache_ipy.restore import (
     ArrayView,
     Kept,
     Pickled,
-    References,
     Shapes,
     find_kept,
-    find_views,
-    input_references,
-    kept_references,
-    pickle_values,
-    pickles,
-    rebuild_views,
     record_shapes,
     restore_in_place,
     shared_by_others,
-    unpickle_values,
-    views_fit,
 )
-from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store
+from funcache_ipy.store import Store
+from funcache_ipy.warning import FuncacheWarning
 
 __all__ = ["CellCache", "is_cell_entry"]
 

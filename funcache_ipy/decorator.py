@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, ParamSpec, TypeVar, cast
 
 from funcache_ipy import file_sets, files
+from funcache_ipy.entry_meta import EntryMeta
 from funcache_ipy.file_sets import FileSetIndex
 from funcache_ipy.files import FileReads, FileState
 from funcache_ipy.fingerprint import Fingerprint, Tracker, code_hasher, remember_stored
@@ -33,10 +34,12 @@ from funcache_ipy.hashing import UnhashableError, hash_items, hash_value
 from funcache_ipy.hashing_stream import hash_bytes
 from funcache_ipy.keys import NOTHING_STORED, Explanation, NextRun, call_key, explain_manifests
 from funcache_ipy.lease import announce_wait, lease
+from funcache_ipy.missing import MISSING
 from funcache_ipy.remote import RemoteSpec
 from funcache_ipy.stand_ins import stand_in
-from funcache_ipy.store import MISSING, EntryMeta, FuncacheWarning, Store
+from funcache_ipy.store import Store
 from funcache_ipy.walk import shown_value
+from funcache_ipy.warning import FuncacheWarning
 
 if TYPE_CHECKING:
     from funcache_ipy.memory import Memory

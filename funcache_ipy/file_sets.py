@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from funcache_ipy import files
+from funcache_ipy.entry_meta import EntryMeta
 from funcache_ipy.files import (
     ABSENT,
     FileState,
@@ -40,7 +41,8 @@ from funcache_ipy.files import (
     shown_size,
 )
 from funcache_ipy.keys import file_set_key, file_sets_key, files_digest, output_key
-from funcache_ipy.store import MISSING, EntryMeta, Store
+from funcache_ipy.missing import MISSING
+from funcache_ipy.store import Store
 
 FORMAT = 2  # 2: sets list the files their run wrote; format-1 records still read
 RECORD_LABEL = "file sets"  # the manifest label that marks a record in listings

@@ -33,6 +33,7 @@ from funcache_ipy.cell import (
     _whole_code,
     is_cell_entry,
 )
+from funcache_ipy.entry_meta import EntryMeta
 from funcache_ipy.file_sets import FileSetIndex
 from funcache_ipy.files import is_file_label
 from funcache_ipy.fingerprint import fingerprint_names
@@ -47,7 +48,8 @@ from funcache_ipy.keys import (
     state_key,
 )
 from funcache_ipy.notices import format_seconds
-from funcache_ipy.store import EntryMeta, Orphans, Store
+from funcache_ipy.orphans import Orphans
+from funcache_ipy.store import Store
 
 __all__ = [
     "CacheReport",

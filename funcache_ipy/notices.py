@@ -18,7 +18,7 @@ import sys
 import warnings
 from typing import Any, TextIO
 
-from funcache_ipy.store import FuncacheWarning
+from funcache_ipy.warning import FuncacheWarning
 
 _PREFIX = "funcache: "
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 import funcache_ipy
-from funcache_ipy.store import ENV_VAR, open_store
+from funcache_ipy.cache_directory import ENV_VAR
+from funcache_ipy.store import open_store
 
 RUNS: list[int] = []
 

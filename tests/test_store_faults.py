@@ -23,14 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from funcache_ipy.store import (
-    MISSING,
-    ORPHAN_GRACE,
-    SWEEP_INTERVAL,
-    Orphans,
-    Store,
-    open_store,
-)
+from funcache_ipy.orphans import ORPHAN_GRACE, SWEEP_INTERVAL, Orphans
+from funcache_ipy.store import MISSING, Store, open_store
 from tests.store_helpers import meta, reopen
 
 from .conftest import run_cell
