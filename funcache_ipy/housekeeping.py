@@ -1,4 +1,5 @@
-"""Listing, clearing, explaining and pruning a cache directory, without IPython.
+"""Listing, clearing, explaining and pruning a cache directory (and listing its shared
+tier), without IPython.
 
 ``%funcache info/clear/explain/prune`` are thin wrappers over this module (autoreload's
 split): what it needs of the session (the live ``@cache`` functions, the cells run and
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
@@ -33,7 +34,7 @@ from funcache_ipy.cell import (
     _whole_code,
     is_cell_entry,
 )
-from funcache_ipy.entry_meta import EntryMeta
+from funcache_ipy.entry_meta import EntryMeta, parse_meta
 from funcache_ipy.file_sets import FileSetIndex
 from funcache_ipy.files import is_file_label
 from funcache_ipy.fingerprint import fingerprint_names
@@ -51,21 +52,28 @@ from funcache_ipy.notices import format_seconds
 from funcache_ipy.orphans import Orphans
 from funcache_ipy.store import Store
 
+if TYPE_CHECKING:
+    from funcache_ipy.remote import RemoteTier
+
 __all__ = [
     "CacheReport",
     "HousekeepingError",
     "Pruned",
     "ReportRow",
+    "SharedReport",
     "current_functions",
     "explain_next_cell",
     "parse_age",
     "prune",
     "report",
     "resolve",
+    "shared_report",
 ]
 
 Analyze = Callable[[str], tuple[CellAnalysis, Compile]]
 """A cell's text -> its analysis and the compiler to key it with (IPython's, in a shell)."""
+Shapes = dict[tuple[str, ...], tuple[bool, int, bool]]
+"""What an entry adds to its row, by its manifest's labels (see :func:`count_entry`)."""
 
 _FIRST_LINE = 40  # characters of an unnamed cell's first code line that info shows
 _ARGUMENT = "argument `"  # manifest labels of a function's arguments start so
@@ -174,6 +182,73 @@ class ReportRow:
         return f"{self.name} {first}" if first else self.name
 
 
+def count_entry(row: ReportRow, meta: EntryMeta, shapes: Shapes) -> None:
+    """Add ``meta`` to ``row``: a result as an entry, a record to the size only (it is where
+    the entries are, not an entry).
+
+    What an entry adds depends on its manifest's labels only, and the entries of one
+    function or cell mostly share them: worked out once per label set, kept in ``shapes``.
+    """
+    row.size += meta.size
+    labels = tuple(meta.manifest)
+    shape = shapes.get(labels)
+    if shape is None:
+        shape = shapes[labels] = (
+            file_sets.is_record(meta),
+            file_sets.tracked_files(meta),
+            is_cell_entry(meta),
+        )
+    record, files, cell = shape
+    if record:
+        return
+    row.entries += 1
+    row.files.append(files)
+    if row.newest is None or meta.created >= row.newest.created:
+        row.newest = meta
+    if cell:
+        row.kind = "cell"
+
+
+def stored_ago(meta: EntryMeta | None, now: float) -> str:
+    """``2 h ago``: how long ago ``meta``'s entry was stored (``-`` without one)."""
+    return f"{format_age(now - meta.created)} ago" if meta else "-"
+
+
+def text_table(columns: Sequence[str], body: list[tuple[str, ...]], left: int) -> list[str]:
+    """Lines of a plain-text table: the first ``left`` columns aligned left, numbers right."""
+    if not body:
+        return []
+    widths = [max(map(len, column)) for column in zip(columns, *body, strict=True)]
+    lines = [""]
+    for cells in [tuple(columns), *body]:
+        padded = [
+            cell.ljust(width) if i < left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        lines.append("  ".join(padded).rstrip())
+    return lines
+
+
+def html_table(
+    summary: Sequence[str], columns: Sequence[str], body: list[tuple[str, ...]], left: int
+) -> str:
+    """Summary lines and a table as HTML, aligned as :func:`text_table` aligns them."""
+
+    # NB. Jupyter's table style aligns cells right: names are aligned left explicitly.
+    def tag(name: str, i: int, text: str) -> str:
+        align = "left" if i < left else "right"
+        return f'<{name} style="text-align:{align}">{html.escape(text)}</{name}>'
+
+    head = "".join(tag("th", i, c) for i, c in enumerate(columns))
+    rows = "".join(
+        "<tr>" + "".join(tag("td", i, cell) for i, cell in enumerate(cells)) + "</tr>"
+        for cells in body
+    )
+    lines = "<br>".join(html.escape(line) for line in summary)
+    table = f"<table><tr>{head}</tr>{rows}</table>" if rows else ""
+    return f"<p>{lines}</p>{table}"
+
+
 _COLUMNS = ("name", "kind", "entries", "files", "size", "stored", "run", "hits", "misses")
 _LEFT = 2  # columns aligned left (text); the others are numbers, aligned right
 
@@ -184,7 +259,7 @@ class CacheReport:
 
     ``stored`` is the age of a name's newest entry: the store keeps no read times (it
     evicts the least recently *stored*), so "last used" is known only as this session's
-    hits.
+    hits. ``shared``: the shared tier's listing, shown after the local one (``--remote``).
     """
 
     directory: Path
@@ -193,6 +268,7 @@ class CacheReport:
     enabled: bool
     rows: list[ReportRow]
     now: float = field(default_factory=time.time)
+    shared: SharedReport | None = None
 
     def summary(self) -> tuple[str, str]:
         """Header lines: where and whether; how much and how well."""
@@ -226,7 +302,7 @@ class CacheReport:
                     str(r.entries),
                     r.shown_files(),
                     format_bytes(r.size),
-                    f"{format_age(self.now - newest.created)} ago" if newest else "-",
+                    stored_ago(newest, self.now),
                     format_seconds(newest.compute_seconds) if newest else "-",
                     count(r.hits),
                     count(r.misses),
@@ -235,33 +311,14 @@ class CacheReport:
         return rows
 
     def __repr__(self) -> str:
-        lines = list(self.summary())
-        body = self.table()
-        if body:
-            widths = [max(map(len, column)) for column in zip(_COLUMNS, *body, strict=True)]
-            lines.append("")
-            for cells in [_COLUMNS, *body]:
-                padded = [
-                    cell.ljust(width) if i < _LEFT else cell.rjust(width)
-                    for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-                ]
-                lines.append("  ".join(padded).rstrip())
+        lines = [*self.summary(), *text_table(_COLUMNS, self.table(), _LEFT)]
+        if self.shared is not None:
+            lines += ["", repr(self.shared)]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        # NB. Jupyter's table style aligns cells right: names are aligned left explicitly.
-        def tag(name: str, i: int, text: str) -> str:
-            align = "left" if i < _LEFT else "right"
-            return f'<{name} style="text-align:{align}">{html.escape(text)}</{name}>'
-
-        head = "".join(tag("th", i, c) for i, c in enumerate(_COLUMNS))
-        rows = "".join(
-            "<tr>" + "".join(tag("td", i, cell) for i, cell in enumerate(cells)) + "</tr>"
-            for cells in self.table()
-        )
-        summary = "<br>".join(html.escape(line) for line in self.summary())
-        table = f"<table><tr>{head}</tr>{rows}</table>" if rows else ""
-        return f"<p>{summary}</p>{table}"
+        local = html_table(self.summary(), _COLUMNS, self.table(), _LEFT)
+        return local + (self.shared._repr_html_() if self.shared is not None else "")
 
 
 def report(
@@ -269,6 +326,7 @@ def report(
     functions: Mapping[str, Any],
     cells: Mapping[str, tuple[int, int]],
     enabled: bool,
+    shared: RemoteTier | None = None,
 ) -> CacheReport:
     """What ``%funcache info`` and ``Memory.info()`` show.
 
@@ -276,33 +334,15 @@ def report(
         functions: live ``@cache`` wrappers by name (their hits, misses and stores).
         cells: this session's (hits, misses) per cell name.
         enabled: whether caching is on, for the header.
+        shared: a shared tier to list after the local directory (``--remote``).
     """
     rows: dict[str, ReportRow] = {}
-    # What an entry adds to its row depends on its manifest's labels only, and the
-    # entries of one function or cell mostly share them: worked out once per label set.
-    shapes: dict[tuple[str, ...], tuple[bool, int, bool]] = {}
+    shapes: Shapes = {}
     for _, meta in store.entries():  # NB. one scan; cache_info() below reuses it
         row = rows.get(meta.name)
         if row is None:
             row = rows[meta.name] = ReportRow(meta.name, "function")
-        row.size += meta.size
-        labels = tuple(meta.manifest)
-        shape = shapes.get(labels)
-        if shape is None:
-            shape = shapes[labels] = (
-                file_sets.is_record(meta),
-                file_sets.tracked_files(meta),
-                is_cell_entry(meta),
-            )
-        record, files, cell = shape
-        if record:  # where the entries are, not an entry
-            continue
-        row.entries += 1
-        row.files.append(files)
-        if row.newest is None or meta.created >= row.newest.created:
-            row.newest = meta
-        if cell:
-            row.kind = "cell"
+        count_entry(row, meta, shapes)
     for name, fn in functions.items():
         info = fn.cache_info()  # NB. also when stored in a directory= of its own
         row = rows.setdefault(name, ReportRow(name, "function"))
@@ -317,6 +357,102 @@ def report(
         store.orphans(),
         enabled,
         sorted(rows.values()),
+        shared=shared_report(shared) if shared is not None else None,
+    )
+
+
+# ----------------------------------------------------------------------- the shared tier
+
+_SHARED_COLUMNS = ("name", "kind", "signer", "entries", "size", "stored")
+_SHARED_LEFT = 3
+_YOU = "you"  # the signer column of this user's own entries
+
+
+@dataclass(frozen=True)
+class SharedReport:
+    """The shared tier in ``%funcache info --remote``: per name and signer, its entries.
+
+    Built from the signed ``.meta`` objects beside the values (values are never
+    downloaded to list them), of this user and the signers they trust only: an entry
+    nobody trusted signed is not theirs to count. ``signer`` is "you" or the signer's
+    short id (the folder of their entries).
+    """
+
+    url: str
+    trusted: int  # signers trusted besides this user
+    rows: list[tuple[str, ReportRow]]  # (signer, its entries of one name), by name
+    skipped: int  # .meta objects that could not be verified (left in place, not listed)
+    reachable: bool
+    now: float = field(default_factory=time.time)
+
+    def summary(self) -> tuple[str, str]:
+        """Header lines: where and whose; how much, or why nothing is listed."""
+        whose = f"entries by you and {plural(self.trusted, 'signer', 'signers')} you trust"
+        if not self.reachable:
+            return f"shared: {self.url} ({whose})", "unreachable this session: not listed"
+        entries = sum(row.entries for _, row in self.rows)
+        stored = (
+            f"{plural(entries, 'entry', 'entries')}, "
+            f"{format_bytes(sum(row.size for _, row in self.rows))}"
+        )
+        if self.skipped:
+            stored += (
+                f"; skipped {plural(self.skipped, 'object', 'objects')} that could not "
+                "be verified (left in place)"
+            )
+        return f"shared: {self.url} ({whose})", stored
+
+    def table(self) -> list[tuple[str, ...]]:
+        return [
+            (
+                row.shown_name(),
+                row.kind,
+                signer,
+                str(row.entries),
+                format_bytes(row.size),
+                stored_ago(row.newest, self.now),
+            )
+            for signer, row in self.rows
+        ]
+
+    def __repr__(self) -> str:
+        return "\n".join(
+            [*self.summary(), *text_table(_SHARED_COLUMNS, self.table(), _SHARED_LEFT)]
+        )
+
+    def _repr_html_(self) -> str:
+        return html_table(self.summary(), _SHARED_COLUMNS, self.table(), _SHARED_LEFT)
+
+
+def shared_report(tier: RemoteTier) -> SharedReport:
+    """List ``tier``: what ``%funcache info --remote`` adds after the local listing.
+
+    An unreachable tier is not an error: it has warned once (see
+    :meth:`funcache_ipy.remote.RemoteTier.entries`) and is shown as not listed.
+    """
+    own = tier.signer.public.id
+    rows: dict[tuple[str, str], ReportRow] = {}
+    shapes: Shapes = {}
+    skipped = 0
+    for signer_id, _, tag in tier.entries():
+        meta = parse_meta(tag)
+        if meta is None:
+            skipped += 1
+            continue
+        signer = _YOU if signer_id == own else signer_id
+        row = rows.get((meta.name, signer))
+        if row is None:
+            row = rows[meta.name, signer] = ReportRow(meta.name, "function")
+        count_entry(row, meta, shapes)
+    if not tier.reachable:  # NB. what was read before the failure is a partial listing
+        return SharedReport(tier.url, len(tier.trusted) - 1, [], 0, reachable=False)
+    ordered = sorted(rows, key=lambda pair: (pair[0], pair[1] != _YOU, pair[1]))
+    return SharedReport(
+        tier.url,
+        len(tier.trusted) - 1,
+        [(signer, rows[name, signer]) for name, signer in ordered],
+        skipped,
+        reachable=True,
     )
 
 

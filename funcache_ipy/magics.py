@@ -27,7 +27,7 @@ from funcache_ipy import decorator, housekeeping, summary
 from funcache_ipy.analysis import CellAnalysis, analyze_cell
 from funcache_ipy.cell import CellCache, Compile, is_cell_entry
 from funcache_ipy.memory import default_memory
-from funcache_ipy.remote import REMOTE_ENV, TRUST_ENV
+from funcache_ipy.remote import REMOTE_ENV, TRUST_ENV, RemoteTier
 from funcache_ipy.store import DEFAULT_OUTPUT_LIMIT, DEFAULT_SIZE_LIMIT, Store
 from funcache_ipy.tracebacks import CellSyntaxError
 
@@ -236,8 +236,10 @@ class FuncacheMagics(Magics):
     @argument(
         "--remote",
         action="store_true",
-        help="with clear: also delete your own entries on the shared cache (others' entries "
-        "are never touched; the bucket's lifecycle rules expire them)",
+        help="with info: also list the shared cache (your entries and those of signers you "
+        "trust, from their small metadata objects); with clear: also delete your own entries "
+        "on the shared cache (others' entries are never touched; the bucket's lifecycle "
+        "rules expire them)",
     )
     @argument(
         "--last",
@@ -264,6 +266,8 @@ class FuncacheMagics(Magics):
         left by interrupted writes); per function and cell, its entries, the files they
         depend on (a range when entries differ), its size, how long ago its newest entry
         was stored and what computing it took, and this session's hits and misses.
+        --remote adds the shared cache: per name and signer ("you" or their key's id),
+        entries, size and the newest one's age, read without downloading values.
         %funcache clear [NAME]: delete every entry, or those of one function or cell,
         from the local cache; --remote also deletes those you signed on the shared cache.
         %funcache off / on: run cached functions and cells without / with the
@@ -287,14 +291,16 @@ class FuncacheMagics(Magics):
             raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
         if args.action in ("info", "off", "on") and args.name is not None:
             raise UsageError(f"%funcache {args.action} takes no name (got {args.name!r})")
-        for option, action in (("remote", "clear"), ("last", "explain")):
-            if getattr(args, option) and args.action != action:
-                raise UsageError(f"--{option} goes with %funcache {action}, not {args.action}")
+        for option, actions in (("remote", ("info", "clear")), ("last", ("explain",))):
+            if getattr(args, option) and args.action not in actions:
+                raise UsageError(
+                    f"--{option} goes with %funcache {' or '.join(actions)}, not {args.action}"
+                )
         if (args.keep is not None or args.older is not None) and args.action != "prune":
             raise UsageError(f"--keep and --older go with %funcache prune, not {args.action}")
         try:
             if args.action == "info":
-                display(self.report())
+                display(self.report(remote=args.remote))
             elif args.action == "clear":
                 self.clear(args.name, remote=args.remote)
             elif args.action in ("off", "on"):
@@ -308,20 +314,18 @@ class FuncacheMagics(Magics):
         except housekeeping.HousekeepingError as exc:
             raise UsageError(str(exc)) from None
 
-    def report(self) -> housekeeping.CacheReport:
-        """What ``%funcache info`` shows."""
+    def report(self, remote: bool = False) -> housekeeping.CacheReport:
+        """What ``%funcache info [--remote]`` shows."""
+        store = self.store()
+        shared = _shared_tier(store, "info") if remote else None
         cells = {name: (stats.hits, stats.misses) for name, stats in self.cells.stats.items()}
         functions = housekeeping.current_functions(self.shell.user_ns)
-        return housekeeping.report(self.store(), functions, cells, default_memory.enabled)
+        return housekeeping.report(store, functions, cells, default_memory.enabled, shared)
 
     def clear(self, name: str | None, remote: bool = False) -> None:
         """``%funcache clear [NAME] [--remote]``."""
         store = self.store()
-        if remote and store.remote is None:
-            raise UsageError(
-                "%funcache clear --remote: no shared cache is configured "
-                f"(set ${REMOTE_ENV} or %config FuncacheMagics.remote)"
-            )
+        shared = _shared_tier(store, "clear") if remote else None
         functions = housekeeping.current_functions(self.shell.user_ns)
         if name is None:
             removed = store.clear() + sum(fn.cache_clear() for fn in functions.values())
@@ -336,11 +340,11 @@ class FuncacheMagics(Magics):
             if name in functions:
                 removed += functions[name].cache_clear()
             print(f"funcache: removed {housekeeping.plural(removed, 'entry', 'entries')} of {name}")
-        if remote and store.remote is not None:
-            shared = store.remote.clear(name)
+        if shared is not None:
+            deleted = shared.clear(name)
             print(
-                f"funcache: removed {housekeeping.plural(shared, 'entry', 'entries')} you shared "
-                f"on {store.remote.url}"
+                f"funcache: removed {housekeeping.plural(deleted, 'entry', 'entries')} you shared "
+                f"on {shared.url}"
             )
 
     def explain(self, name: str | None, last: bool = False) -> None:
@@ -462,6 +466,20 @@ def _unquoted(word: str) -> str:
     if len(word) >= 2 and word[0] == word[-1] and word[0] in "'\"":
         return word[1:-1]
     return word
+
+
+def _shared_tier(store: Store, action: str) -> RemoteTier:
+    """The shared tier ``%funcache ACTION --remote`` works on.
+
+    Raises:
+        UsageError: none is configured.
+    """
+    if store.remote is None:
+        raise UsageError(
+            f"%funcache {action} --remote: no shared cache is configured "
+            f"(set ${REMOTE_ENV} or %config FuncacheMagics.remote)"
+        )
+    return store.remote
 
 
 def load_ipython_extension(ipython: InteractiveShell) -> None:

@@ -18,7 +18,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from funcache_ipy import decorator, housekeeping
 from funcache_ipy.decorator import CachedFunction
 from funcache_ipy.housekeeping import CacheReport, HousekeepingError, Pruned
-from funcache_ipy.remote import RemoteSpec
+from funcache_ipy.remote import REMOTE_ENV, RemoteSpec
 from funcache_ipy.store import DEFAULT_OUTPUT_LIMIT, DEFAULT_SIZE_LIMIT, Store, open_store
 
 __all__ = ["Memory", "default_memory"]
@@ -172,12 +172,28 @@ class Memory:
         """This memory's live decorated functions, by name (``module.qualname``)."""
         return {fn.cache_name: fn for fn in decorator.decorated_functions() if fn.memory is self}
 
-    def info(self) -> CacheReport:
+    def info(self, *, remote: bool = False) -> CacheReport:
         """What is stored: directory, size, and per function its entries, age, hits and misses.
 
         Prints as ``%funcache info`` does (an HTML table in Jupyter).
+
+        Args:
+            remote: also list the shared tier, as ``%funcache info --remote`` does: per
+                function or cell and signer, its entries, size and the newest one's age,
+                read from the small metadata objects beside the values. An unreachable
+                tier warns once and is shown as not listed.
+
+        Raises:
+            HousekeepingError: ``remote`` without a shared tier configured.
         """
-        return housekeeping.report(self.store(), self.functions(), {}, self.enabled)
+        store = self.store()
+        if remote and store.remote is None:
+            raise HousekeepingError(
+                f"info(remote=True): no shared cache is configured (set ${REMOTE_ENV} or "
+                "Memory(remote=...))"
+            )
+        shared = store.remote if remote else None
+        return housekeeping.report(store, self.functions(), {}, self.enabled, shared)
 
     def clear(self, name: str | None = None) -> int:
         """Delete every entry of the directory, or those of one function or cell.

@@ -159,14 +159,30 @@ class RemoteTier:
                 return tag
         return None
 
-    def entries(self) -> Iterator[tuple[str, str, str]]:
-        """``(signer id, key, metadata JSON)`` of every verifiable entry of trusted signers."""
+    def entries(self) -> Iterator[tuple[str, str, str | None]]:
+        """``(signer id, key, metadata JSON)`` of each entry of this user and trusted signers.
+
+        Reads the small ``.meta`` objects only, never a value, so listing a bucket costs
+        what its metadata weighs. The JSON is None where an object fails verification (it
+        is left in place) or vanished since it was listed. This process's pending uploads
+        are finished first, so its own entries are listed; nothing is read once the tier
+        is off (see :attr:`reachable`).
+        """
+        self.flush()
         for public in self._trusted_readable():
             for path in self._metadata_paths(public.id):
                 key = path.rpartition("/")[2][: -len(_META_SUFFIX)]
                 tag = self._read_meta(public, path, key)
-                if tag is not None:
-                    yield public.id, key, tag
+                if self._off:
+                    break
+                yield public.id, key, tag
+            if self._off:  # NB. the failure was reported once; the rest would fail too
+                return
+
+    @property
+    def reachable(self) -> bool:
+        """False once a read failed: the tier is off for the rest of the session."""
+        return not self._off
 
     def _trusted_readable(self) -> list[PublicKey]:
         return [] if self._off else self.trusted
@@ -256,6 +272,9 @@ class RemoteTier:
     def _metadata_paths(self, signer_id: str) -> list[str]:
         folder = f"{self._root}/{signer_id}"
         try:
+            # NB. s3fs and gcsfs keep listings for the life of the filesystem object: a
+            # teammate's new entries (or an expired one) would not be seen this session.
+            self._fs.invalidate_cache(folder)
             names = self._fs.ls(folder, detail=False)
         except FileNotFoundError:
             return []
