@@ -87,12 +87,17 @@ STORE_FOREVER = """
 
 
 def kill_while_storing(directory: Path) -> None:
-    """Run a process that stores big values, and SIGKILL it while a value file is unreferenced."""
+    """Run a process that stores big values, and SIGKILL it while a value file is unreferenced.
+
+    NB. Only once the file has its full size (it is preallocated right after it is
+    created): a kill in between leaves an empty orphan, which tells less.
+    """
     process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(STORE_FOREVER)])
     try:
         while process.poll() is None:
             with contextlib.suppress(sqlite3.Error, FileNotFoundError):
-                if value_files(directory) - referenced(directory):
+                unreferenced = value_files(directory) - referenced(directory)
+                if any((directory / name).stat().st_size >= 2**26 for name in unreferenced):
                     break
             time.sleep(0.002)
     finally:
