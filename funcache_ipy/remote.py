@@ -36,6 +36,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final, NamedTuple
 
+from funcache_ipy.environment import environ
+
 if TYPE_CHECKING:
     from funcache_ipy.signing import PayloadDigest, PublicKey
 
@@ -431,7 +433,7 @@ def tier_for(remote: str | RemoteSpec, warn: Warn) -> RemoteTier | None:
     A remote that cannot be set up (a missing package, a malformed trusted key) is
     reported once, through ``warn``, and the cache stays local (None).
     """
-    trust = os.environ.get(TRUST_ENV, "")
+    trust = environ(TRUST_ENV) or ""  # NB. read on every call of a shared function
     if _forked:
         # NB. A forked process (a ProcessPoolExecutor or multiprocessing worker) may end
         # in os._exit, which skips atexit: a background upload would be lost.

@@ -20,11 +20,9 @@ teammates computing the same key never read, "repair" or overwrite each other's 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import hashlib
 import hmac
-import json
 import os
 import pickle
 import stat
@@ -215,7 +213,7 @@ class Store:
                 "it was returned but not cached"
             )
             return False
-        tag = json.dumps(dataclasses.asdict(dataclasses.replace(meta, size=envelope.size)))
+        tag = meta.to_json(envelope.size)
         failure = f"cannot write cache entry {meta.name!r} to {self.directory}"
         try:
             if not self._database.writable or not self._root.is_current():
