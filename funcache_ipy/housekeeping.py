@@ -366,6 +366,7 @@ def report(
 _SHARED_COLUMNS = ("name", "kind", "signer", "entries", "size", "stored")
 _SHARED_LEFT = 3
 _YOU = "you"  # the signer column of this user's own entries
+_SIGNER_SHOWN = 16  # characters of a signer's public key: "ed25519:" and 8 of the key
 
 
 @dataclass(frozen=True)
@@ -374,8 +375,8 @@ class SharedReport:
 
     Built from the signed ``.meta`` objects beside the values (values are never
     downloaded to list them), of this user and the signers they trust only: an entry
-    nobody trusted signed is not theirs to count. ``signer`` is "you" or the signer's
-    short id (the folder of their entries).
+    nobody trusted signed is not theirs to count. ``signer`` is "you" or the start of
+    the signer's public key as listed in ``$FUNCACHE_IPY_TRUST`` (``ed25519:AbC…``).
     """
 
     url: str
@@ -424,6 +425,11 @@ class SharedReport:
         return html_table(self.summary(), _SHARED_COLUMNS, self.table(), _SHARED_LEFT)
 
 
+def signer_label(public_key: str) -> str:
+    """How a listing names a signer: the start of the public key a teammate handed out."""
+    return public_key[:_SIGNER_SHOWN] + "…"
+
+
 def shared_report(tier: RemoteTier) -> SharedReport:
     """List ``tier``: what ``%funcache info --remote`` adds after the local listing.
 
@@ -431,6 +437,7 @@ def shared_report(tier: RemoteTier) -> SharedReport:
     :meth:`funcache_ipy.remote.RemoteTier.entries`) and is shown as not listed.
     """
     own = tier.signer.public.id
+    labels = {public.id: signer_label(public.text()) for public in tier.trusted}
     rows: dict[tuple[str, str], ReportRow] = {}
     shapes: Shapes = {}
     skipped = 0
@@ -439,7 +446,7 @@ def shared_report(tier: RemoteTier) -> SharedReport:
         if meta is None:
             skipped += 1
             continue
-        signer = _YOU if signer_id == own else signer_id
+        signer = _YOU if signer_id == own else labels[signer_id]
         row = rows.get((meta.name, signer))
         if row is None:
             row = rows[meta.name, signer] = ReportRow(meta.name, "function")
