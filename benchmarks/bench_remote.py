@@ -9,7 +9,8 @@ beside the download it guards.
 Usage: ``python benchmarks/bench_remote.py`` (about a minute; needs ``moto[server]``,
 ``s3fs``, ``cryptography`` and ~2 GB of RAM). It starts moto's S3 server on 127.0.0.1;
 caches, keys and the bucket are temporary. A remote hit is measured after deleting the
-local entry (``Store.clear()``, not timed), so each one downloads.
+local entry (``Store.clear()``, not timed), so each one downloads; hits and raw gets take
+turns, so the machine's load weighs on both alike.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +26,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from report import median_seconds, table
+from report import interleaved, median_seconds, seconds, table
 
 BIG = 256 * 2**20
 REPEATS = 5
@@ -100,14 +102,23 @@ def main() -> int:
 
         def remote_hit(function: object, argument: int) -> float:
             store.clear()
-            started = time.perf_counter()
-            function(argument)  # type: ignore[operator]
-            return time.perf_counter() - started
+            return seconds(lambda: function(argument))  # type: ignore[operator]
 
-        raw_small = median_seconds(lambda: fs.cat_file(small_path), 51, warmup=True)
-        hit_small = sorted(remote_hit(shared_small, 3) for _ in range(51))[25]
-        raw_big = median_seconds(lambda: fs.cat_file(big_path), REPEATS, warmup=True)
-        hit_big = sorted(remote_hit(shared_big, BIG) for _ in range(REPEATS))[REPEATS // 2]
+        def raw_against_hit(
+            path: str, function: object, argument: int, repeats: int
+        ) -> tuple[float, float]:
+            """Medians of a raw get and a remote hit of ``path``, taking turns after a warm-up."""
+            samples = interleaved(
+                {
+                    "raw": lambda: seconds(lambda: fs.cat_file(path)),
+                    "hit": lambda: remote_hit(function, argument),
+                },
+                repeats + 1,
+            )
+            return statistics.median(samples["raw"][1:]), statistics.median(samples["hit"][1:])
+
+        raw_small, hit_small = raw_against_hit(small_path, shared_small, 3, 51)
+        raw_big, hit_big = raw_against_hit(big_path, shared_big, BIG, REPEATS)
         filled_big = median_seconds(lambda: shared_big(BIG), REPEATS, warmup=True)
         filled_small = median_seconds(lambda: shared_small(3), 51, warmup=True)
 

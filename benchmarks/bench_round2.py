@@ -42,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the sibling scripts
 sys.path.insert(1, str(HERE.parent))  # this checkout's funcache_ipy first
 
-from report import per_call_us, table  # noqa: E402
+from report import interleaved, per_call_us, table  # noqa: E402
 
 Row = list[str]  # part, measurement, funcache, reference, ratio
 ROUNDS = 5  # part 5: rounds of (small hit, 100-helper hit)
@@ -94,7 +94,7 @@ def part2_big(root: Path) -> list[Row]:
     store = open_store(root / "big")
     npy = root / "big.npy"
     saved, expected = bench_store._store_both(store, label, npy, nbytes)
-    loads = bench_store.interleaved(
+    loads = interleaved(
         {
             "numpy": lambda: bench_store.in_new_process(f"np.load({str(npy)!r})"),
             "funcache": lambda: bench_store.in_new_process(

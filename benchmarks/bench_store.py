@@ -30,10 +30,10 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-from report import table
+from report import interleaved, table
 
 if TYPE_CHECKING:
     from funcache_ipy.store import Store
@@ -42,7 +42,6 @@ SIZES = {"256 MB": 256 * 2**20, "2 GB": 2 * 2**30}
 REPEATS = {"256 MB": 9, "2 GB": 5}
 FUNCTIONS = 100
 CALLS = 100  # per function: 10,000 entries
-T = TypeVar("T")
 
 # Run in a fresh interpreter with numpy (and the store) imported, as in a notebook that
 # restarted its kernel. Prints wall and CPU seconds, peak RSS growth in bytes, and a check
@@ -83,15 +82,6 @@ def in_new_process(load: str) -> tuple[Sample, int, int, float]:
     )
     wall, cpu, growth, nbytes, check = json.loads(out.stdout.splitlines()[-1])
     return Sample(wall, cpu), growth, nbytes, check
-
-
-def interleaved(actions: dict[str, Callable[[], T]], repeats: int) -> dict[str, list[T]]:
-    """Samples of each action, taking turns, so background load hits every tool alike."""
-    samples: dict[str, list[T]] = {name: [] for name in actions}
-    for _ in range(repeats):
-        for name, action in actions.items():
-            samples[name].append(action())
-    return samples
 
 
 def timed_write(write: Callable[[], object]) -> Sample:
@@ -237,6 +227,7 @@ def listing_timings(root: Path) -> tuple[dict[str, list[float]], float]:
     config.HistoryManager.hist_file = ":memory:"
     shell = InteractiveShell.instance(config=config, colors="nocolor")
     shell.run_line_magic("load_ext", "funcache_ipy")
+    shell.run_line_magic("config", "FuncacheMagics.quiet = True")  # no line per function
     definitions = "".join(
         f"@funcache_ipy.cache\ndef f{i}(x):\n    return {{'x': x, 'i': {i}}}\n\n"
         for i in range(FUNCTIONS)

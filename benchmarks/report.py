@@ -9,6 +9,9 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def per_call_us(
@@ -45,6 +48,22 @@ def median_seconds(action: Callable[[], object], repeats: int, *, warmup: bool =
         action()
         samples.append(time.perf_counter() - started)
     return statistics.median(samples)
+
+
+def interleaved(actions: dict[str, Callable[[], T]], repeats: int) -> dict[str, list[T]]:
+    """Samples of each action, taking turns, so background load hits every tool alike."""
+    samples: dict[str, list[T]] = {name: [] for name in actions}
+    for _ in range(repeats):
+        for name, action in actions.items():
+            samples[name].append(action())
+    return samples
+
+
+def seconds(action: Callable[[], object]) -> float:
+    """Wall time of one run of ``action``."""
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

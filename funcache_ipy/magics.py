@@ -266,8 +266,9 @@ class FuncacheMagics(Magics):
         left by interrupted writes); per function and cell, its entries, the files they
         depend on (a range when entries differ), its size, how long ago its newest entry
         was stored and what computing it took, and this session's hits and misses.
-        --remote adds the shared cache: per name and signer ("you" or their key's id),
-        entries, size and the newest one's age, read without downloading values.
+        --remote adds the shared cache: per name and signer ("you" or the start of
+        their public key), entries, size and the newest one's age, read without
+        downloading values.
         %funcache clear [NAME]: delete every entry, or those of one function or cell,
         from the local cache; --remote also deletes those you signed on the shared cache.
         %funcache off / on: run cached functions and cells without / with the
