@@ -38,7 +38,9 @@ class CellSyntaxError(ShownAsUserError):
     frames of IPython's magic machinery and of this package (IPython shows every frame
     of a ``SyntaxError`` raised while code runs, and never asks it to render itself).
     This one renders as the ``SyntaxError`` alone: ``Cell In[n], line 2``, the line,
-    the caret. The cell still counts as failed, so "Run All" stops there.
+    the caret. The cell still counts as failed, so "Run All" stops there. NB. It cannot
+    itself be a ``SyntaxError`` (IPython would show the frames again), so a kernel
+    reports its name, ``CellSyntaxError``, where a plain cell's says ``SyntaxError``.
     """
 
     def __init__(self, error: SyntaxError) -> None:
