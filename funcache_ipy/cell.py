@@ -501,7 +501,7 @@ def _is_closed_file(value: object) -> bool:
     return isinstance(value, io.IOBase) and value.closed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True)  # NB. stored by import path: stays here (see the note at the top)
 class _ClosedFile:
     """A file of ``open()`` that the cell closed (``with open(path) as f``).
 

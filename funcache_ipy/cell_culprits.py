@@ -1,9 +1,8 @@
 """The one line that says why a ``%%funcache`` cell is not cached, naming the culprit.
 
 A cell runs uncached when an input cannot be hashed, and is not stored when a value it
-binds cannot be pickled. What the hashing or pickling error says is a path through
-internals; the user needs the variable, its kind in their words, and what to do
-instead, which is what these messages give.
+binds cannot be pickled. The errors behind both speak of internals; the user needs the
+variable, its kind in their own words, and what to do instead: these messages say that.
 """
 
 from __future__ import annotations

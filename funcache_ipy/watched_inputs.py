@@ -1,10 +1,10 @@
 """Which inputs a ``%%funcache`` cell may change in place, digested to see whether it did.
 
 A cell can change a value without rebinding it: ``data.append(4)``, or a function it
-calls appending to a global ``LOG``. Nothing in the code says so, so the content of
-every such mutable value is digested before the run and again after it: one whose
-digest changed is an output of the cell. The same digests tell which inputs a hit will
-find exactly as the run left them.
+calls appending to a global ``LOG``. The code does not say which calls change what, so
+the content of every such mutable value is digested before the run and after it: one
+whose digest changed is an output of the cell. The same digests tell which inputs a hit
+will find exactly as the run left them.
 """
 
 from __future__ import annotations
