@@ -30,18 +30,20 @@ with a warning (once per session) to move that change into an earlier cell.
 The IPython side (transforming ``%magics``, the compiler that keeps tracebacks readable,
 the display publisher) is handed in by :mod:`funcache_ipy.magics`; this module never
 imports IPython.
+
+Neighbours do the separable parts: :mod:`funcache_ipy.cell_keying` gives what keys a cell
+before it runs (shared with ``%funcache explain``), :mod:`funcache_ipy.watched_inputs`
+digests the inputs a run may change in place, and :mod:`funcache_ipy.cell_notices` and
+:mod:`funcache_ipy.cell_culprits` word what a hit prints and why a cell is not cached.
 """
 
 from __future__ import annotations
 
 import ast
-import contextlib
 import dataclasses
 import importlib
 import io
 import os
-import pathlib
-import re
 import sys
 import time
 import types
@@ -50,7 +52,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from funcache_ipy import file_sets, files, state
+from funcache_ipy import cell_keying, file_sets, files, state
 from funcache_ipy.analysis import CellAnalysis
 from funcache_ipy.array_views import find_views, rebuild_views, views_fit
 from funcache_ipy.capture import (
@@ -61,16 +63,18 @@ from funcache_ipy.capture import (
     replay_outputs,
     shown_while_slow,
 )
+from funcache_ipy.cell_culprits import unhashable, unpicklable
+from funcache_ipy.cell_keying import Compile
+from funcache_ipy.cell_notices import hit_notice, restoring_notice
 from funcache_ipy.decorator import is_enabled
 from funcache_ipy.entry_meta import EntryMeta
 from funcache_ipy.file_sets import FileSetIndex
-from funcache_ipy.files import FileState, display_path
-from funcache_ipy.fingerprint import fingerprint_names, hash_content, remember_stored
-from funcache_ipy.hashing import UnhashableError, is_immutable
+from funcache_ipy.files import FileState
+from funcache_ipy.fingerprint import fingerprint_names, remember_stored
+from funcache_ipy.hashing import UnhashableError
 from funcache_ipy.keys import Explanation, cell_key, explain_manifests, state_key
 from funcache_ipy.lease import announce_wait, lease
 from funcache_ipy.live_references import (
-    References,
     input_references,
     kept_references,
     pickle_values,
@@ -78,8 +82,6 @@ from funcache_ipy.live_references import (
     unpickle_values,
 )
 from funcache_ipy.missing import MISSING
-from funcache_ipy.notices import format_seconds
-from funcache_ipy.origins import find_spec_quietly, is_local_file
 from funcache_ipy.restore import (
     ArrayView,
     Kept,
@@ -92,16 +94,13 @@ from funcache_ipy.restore import (
 )
 from funcache_ipy.store import Store
 from funcache_ipy.warning import FuncacheWarning
+from funcache_ipy.watched_inputs import content_digest, mutable_inputs, unchanged_inputs
 
-__all__ = ["CellCache", "is_cell_entry"]
+__all__ = ["CellCache"]
 
-_CODE_LABEL = "cell code"  # manifest label of the cell's own code
-_FILES_LABEL = "--files"  # manifest label of the declared patterns
-_NOTICE_NAMES = 6  # names listed in the hit notice before "+N more"
-_CULPRIT = re.compile(r"cannot fingerprint \w+ `([^`]+)`")  # the input an UnhashableError names
-
-Compile = Callable[[ast.mod, str], types.CodeType]
-"""``compile(tree, mode)`` -> code object; IPython's compiler, with the cell's filename."""
+# NB. Stored entries pickle _Entry, _ModuleRef and _ClosedFile by their import path
+# (funcache_ipy.cell and the class name), which is part of the on-disk format: they
+# stay here under these names, or entries stored before stop loading.
 
 
 @dataclass(frozen=True)
@@ -212,16 +211,16 @@ class CellCache:
             return _execute(analysis, namespace, compiler)
         cell = _Cell(analysis, name, namespace, compiler, publisher, after_result, quiet)
         stats = self.stats.setdefault(name, CellStats())
-        _import_ahead(analysis)
-        code = self._same_code(name, _whole_code(analysis, compiler))
+        cell_keying.import_ahead(analysis)
+        code = self._same_code(name, cell_keying.whole_code(analysis, compiler))
         try:
             inputs = fingerprint_names(namespace, set(analysis.inputs) - ignore, code)
         except UnhashableError as exc:
             stats.misses += 1
             stats.last_key, stats.last_note = None, f"an input cannot be hashed: {exc}"
-            _warn(f"funcache: cell {name} ran uncached: {_unhashable(exc, namespace)}", namespace)
+            _warn(f"funcache: cell {name} ran uncached: {unhashable(exc, namespace)}", namespace)
             return _execute(analysis, namespace, compiler)
-        key_files, unreadable = _key_files(declared, inputs.paths)
+        key_files, unreadable = cell_keying.key_files(declared, inputs.paths)
         if unreadable:
             stats.misses += 1
             stats.last_key, stats.last_note = None, f"cannot read {unreadable[0]}"
@@ -243,9 +242,9 @@ class CellCache:
             if result is not MISSING:
                 return result
         stats.misses += 1
-        manifest = {**inputs.manifest, _CODE_LABEL: [analysis.code_digest, source]}
+        manifest = {**inputs.manifest, cell_keying.CODE_LABEL: [analysis.code_digest, source]}
         if declared:
-            manifest[_FILES_LABEL] = [" ".join(declared), ", ".join(declared)]
+            manifest[cell_keying.FILES_LABEL] = [" ".join(declared), ", ".join(declared)]
         manifest.update(file_sets.manifest_of(key_files))
 
         waiting = announce_wait(f"running cell {name}")
@@ -278,7 +277,9 @@ class CellCache:
         """
 
         def restore(entry_key: str) -> object:
-            with shown_while_slow(cell.publisher, lambda: _restoring(store, entry_key, cell)):
+            with shown_while_slow(
+                cell.publisher, lambda: restoring_notice(store, entry_key, cell.analysis, cell.name)
+            ):
                 entry = self._restore(store, entry_key, cell)
             return MISSING if entry is None else entry
 
@@ -294,7 +295,7 @@ class CellCache:
         stats.last_key, stats.last_manifest, stats.last_note = found.key, None, None
         if not cell.quiet:
             took = time.perf_counter() - started
-            print(_notice(entry, cell.analysis, found.restored, took))
+            print(hit_notice(entry.values, entry.seconds, cell.analysis, found.restored, took))
         replay_outputs(entry.outputs, cell.publisher, cell.after_result)
         load_figure_backend(entry.outputs, [*entry.values.values(), entry.result])
         return entry.result
@@ -313,7 +314,7 @@ class CellCache:
         analysis, namespace, name = cell.analysis, cell.namespace, cell.name
         stats = self.stats[name]
         stats.last_key, stats.last_manifest = key, manifest
-        watched = _mutable_inputs(namespace, analysis, reached)
+        watched = mutable_inputs(namespace, analysis, reached)
         rebound_inputs = [n for n in analysis.inputs if n in analysis.bound and n in namespace]
         shapes = record_shapes(namespace, [*watched, *rebound_inputs])  # rebound: ``arr += 1``
         before = {n: id(value) for n, value in namespace.items()}
@@ -485,77 +486,6 @@ def _revive(value: object) -> object:
     return value
 
 
-def is_cell_entry(meta: EntryMeta) -> bool:
-    """Whether a store entry was written by ``%%funcache`` (not by a cached function)."""
-    return _CODE_LABEL in meta.manifest
-
-
-def _import_ahead(analysis: CellAnalysis) -> None:
-    """Import the local modules of the cell's leading imports before keying it.
-
-    The key covers the code of the local modules a cell imports. Imported first, they are
-    fingerprinted live on every run; otherwise a cell's first run in a kernel would see
-    source files and its second the loaded module, and miss once for nothing. Only
-    imports that nothing but other definitions precede are moved ahead: a cell that sets
-    ``os.environ`` or ``sys.path`` before importing must import what it would import.
-    Libraries are left alone: they count by version whether loaded or not.
-    """
-    for statement in analysis.body:
-        if isinstance(statement, ast.Import):
-            names = [alias.name for alias in statement.names]
-        elif isinstance(statement, ast.ImportFrom) and statement.module and not statement.level:
-            names = [statement.module] + [f"{statement.module}.{a.name}" for a in statement.names]
-        elif isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            continue
-        else:
-            return
-        for module_name in names:
-            spec = None if module_name in sys.modules else find_spec_quietly(module_name)
-            origin = getattr(spec, "origin", None)
-            if origin and is_local_file(origin):
-                with contextlib.suppress(Exception):  # NB. the cell will show the real error
-                    importlib.import_module(module_name)
-
-
-def _unhashable(exc: UnhashableError, namespace: Mapping[str, Any]) -> str:
-    """One line on an input that cannot be hashed: which, of what type, what to do.
-
-    The error itself spells out the path to the culprit, which for a matplotlib
-    ``Axes`` runs to hundreds of characters (``%funcache explain`` still shows it).
-    """
-    match = _CULPRIT.match(str(exc))
-    if match is None or match.group(1) not in namespace:
-        return f"an input cannot be hashed ({str(exc).partition(': ')[0]})"
-    name = match.group(1)
-    kind = type(namespace[name])
-    package = kind.__module__.partition(".")[0]
-    described = kind.__qualname__ if package == "builtins" else f"{package} {kind.__qualname__}"
-    return (
-        f"input `{name}` ({described}) cannot be hashed; to cache this cell, create "
-        f"`{name}` in it, or compute what it needs from `{name}` in an earlier cell"
-    )
-
-
-def _key_files(declared: Sequence[str], paths: Sequence[str]) -> tuple[list[FileState], list[str]]:
-    """Files counted before the run: ``--files`` matches and the ``Path`` values the cell
-    (or code it calls) reads by name; and those that could not be read."""
-    states, failed = files.states_of(files.named_files(map(pathlib.Path, paths)))
-    if declared:
-        matched, failed_matches = files.declared_states(declared)
-        known = {state.path for state in states}
-        states += [state for state in matched if state.path not in known]
-        failed += failed_matches
-    return states, failed
-
-
-def _whole_code(analysis: CellAnalysis, compiler: Compile) -> types.CodeType:
-    """The cell's code as one module: its imports and ``mod.attr`` uses, for the key."""
-    statements = list(analysis.body)
-    if analysis.result is not None:
-        statements.append(ast.Expr(analysis.result))
-    return compiler(ast.fix_missing_locations(ast.Module(statements, [])), "exec")
-
-
 def _execute(analysis: CellAnalysis, namespace: dict[str, Any], compiler: Compile) -> object:
     """Run the cell like IPython would; return the value of a last, visible expression."""
     __tracebackhide__ = True
@@ -566,39 +496,12 @@ def _execute(analysis: CellAnalysis, namespace: dict[str, Any], compiler: Compil
     return value if analysis.shows_result else None
 
 
-def _mutable_inputs(
-    namespace: Mapping[str, Any], analysis: CellAnalysis, reached: frozenset[str]
-) -> dict[str, bytes]:
-    """Content digests of what the cell might change in place: its inputs
-    (``data.append(4)``) and the globals its functions read (``log(x)`` appending to
-    ``LOG``)."""
-    digests = {}
-    bound = set(analysis.bound)
-    for name in dict.fromkeys([*analysis.inputs, *sorted(reached)]):
-        value = namespace.get(name, MISSING)
-        if value is MISSING or name in bound or _is_code(value) or is_immutable(value):
-            continue
-        digests[name] = _content_digest(value)
-    return digests
-
-
-def _content_digest(value: object) -> bytes:
-    try:
-        return hash_content(value)
-    except UnhashableError:
-        return b""  # NB. unequal to any real digest: counted as changed, so stored
-
-
-def _is_code(value: object) -> bool:
-    return isinstance(value, types.FunctionType | types.ModuleType | type)
-
-
 def _is_closed_file(value: object) -> bool:
     """``with open(...) as f`` leaves ``f`` closed: unpicklable, restored as ``_ClosedFile``."""
     return isinstance(value, io.IOBase) and value.closed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True)  # NB. stored by import path: stays here (see the note at the top)
 class _ClosedFile:
     """A file of ``open()`` that the cell closed (``with open(path) as f``).
 
@@ -674,7 +577,7 @@ def _collect(
         )
     changed = [n for n, v in namespace.items() if before.get(n) != id(v)]
     mutated = [
-        n for n, d in watched.items() if n in namespace and _content_digest(namespace[n]) != d
+        n for n, d in watched.items() if n in namespace and content_digest(namespace[n]) != d
     ]
     bound = frozenset(analysis.bound)
     names = dict.fromkeys([*analysis.bound, *changed, *mutated])
@@ -710,14 +613,14 @@ def _collect(
     views, problem = find_views(stored, {n: value for n, (value, _) in shapes.items()})
     if problem is not None:
         return None, problem
-    unchanged = _unchanged_inputs(analysis, namespace, before, watched, mutated)
+    unchanged = unchanged_inputs(analysis, namespace, before, watched, mutated)
     references = input_references(namespace, unchanged, shapes)
     in_place = kept_references(values, kept, references)
     try:
         kept_values = {name: values[name] for name in kept}
         pickled = pickle_values(kept_values, (values, result), references, in_place)
     except Exception:  # NB. pickling runs arbitrary __reduce__ code
-        return None, _unpicklable(values, result, references)
+        return None, unpicklable(values, result, references)
     entry = _Entry(
         values,
         kept,
@@ -733,96 +636,6 @@ def _collect(
     if not pickles(entry, {}):
         return None, "its displayed output cannot be pickled"
     return entry, None
-
-
-def _unchanged_inputs(
-    analysis: CellAnalysis,
-    namespace: Mapping[str, Any],
-    before: Mapping[str, int],
-    watched: Mapping[str, bytes],
-    mutated: Sequence[str],
-) -> list[str]:
-    """Inputs a hit finds live as the run left them: still bound to the object they named
-    before the run, and either mutable with the content they had (their key's content),
-    or functions, classes and modules (keyed by code; pickled by name anyway).
-
-    Immutable values are left out: their identity tells nothing, and two names for one
-    small int would have to name one object again on a hit.
-    """
-    names = []
-    skip = {*analysis.bound, *mutated}
-    for name in dict.fromkeys([*analysis.inputs, *watched]):
-        value = namespace.get(name, MISSING)
-        if value is MISSING or name in skip or before.get(name) != id(value):
-            continue
-        if watched.get(name, b"") != b"" or (name not in watched and _is_code(value)):
-            names.append(name)
-    return names
-
-
-def _unpicklable(values: Mapping[str, object], result: object, references: References) -> str:
-    """Why the values or the result cannot be pickled, naming every culprit and the fix:
-    ``log (file) and rows (generator) cannot be pickled; ...``."""
-    culprits = [
-        f"`{name}` ({_kind(value)})"
-        for name, value in values.items()
-        if not pickles(value, references)
-    ]
-    if not culprits:
-        return f"the cell's value ({_kind(result)}) cannot be pickled"
-    listed = ", ".join(culprits[:-1]) + (" and " if len(culprits) > 1 else "") + culprits[-1]
-    return (
-        f"{listed} cannot be pickled; close, consume or `del` them in the cell, "
-        "or create them in another cell"
-    )
-
-
-def _kind(value: object) -> str:
-    """What a culprit is, in a user's words: ``file``, ``generator``, else its type."""
-    if isinstance(value, io.IOBase):
-        return "file"
-    if isinstance(value, types.GeneratorType):
-        return "generator"
-    return f"type {type(value).__name__}"
-
-
-def _restoring(store: Store, entry_key: str, cell: _Cell) -> str:
-    """``funcache: restoring model, X (29.6 MiB) ...``: what a slow restore is doing.
-
-    The size only from 1 MiB up: a small entry is slow because of what it re-runs.
-    """
-    meta = store.meta(entry_key)
-    size = f" ({meta.size / 2**20:.1f} MiB)" if meta is not None and meta.size >= 2**20 else ""
-    analysis = cell.analysis
-    names = [n for n in analysis.bound if n not in analysis.replayed][:_NOTICE_NAMES]
-    what = ", ".join(names) if names else f"cell {cell.name}"
-    return f"funcache: restoring {what}{size} ..."
-
-
-def _notice(entry: _Entry, analysis: CellAnalysis, restored: Sequence[str], seconds: float) -> str:
-    """The one line a hit prints: the data it restored first, then how many imports and
-    definitions it re-ran, the files it wrote back, how long it took and the run saved:
-    ``funcache: restored clf, X_tr (+3 more; re-ran 2 imports/defs) from cache in 12 ms
-    (original run 41.2 s)``."""
-    data = [n for n in analysis.bound if n in entry.values and n not in analysis.replayed]
-    data += [n for n in entry.values if n not in data and n not in analysis.replayed]
-    rerun = [n for n in analysis.bound if n in analysis.replayed]
-    what = ", ".join(data[:_NOTICE_NAMES]) if data else "the cell's output"
-    extra = []
-    if len(data) > _NOTICE_NAMES:
-        extra.append(f"+{len(data) - _NOTICE_NAMES} more")
-    if rerun:
-        plural = "s" if len(rerun) > 1 else ""
-        extra.append(f"re-ran {len(rerun)} import{plural}/def{plural}")
-    if extra:
-        what += f" ({'; '.join(extra)})"
-    wrote = ""
-    if restored:
-        wrote = "; wrote back " + ", ".join(display_path(path) for path in restored[:_NOTICE_NAMES])
-        if len(restored) > _NOTICE_NAMES:
-            wrote += f" (+{len(restored) - _NOTICE_NAMES} more)"
-    took, original = format_seconds(seconds), format_seconds(entry.seconds)
-    return f"funcache: restored {what} from cache in {took} (original run {original}){wrote}"
 
 
 def _warn(message: str, namespace: Mapping[str, Any]) -> None:

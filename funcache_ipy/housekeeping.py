@@ -23,17 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from funcache_ipy import decorator, file_sets
+from funcache_ipy import cell_keying, decorator, file_sets
 from funcache_ipy.analysis import CellAnalysis
-from funcache_ipy.cell import (
-    _CODE_LABEL,
-    _FILES_LABEL,
-    Compile,
-    _import_ahead,
-    _key_files,
-    _whole_code,
-    is_cell_entry,
-)
+from funcache_ipy.cell_keying import Compile, is_cell_entry
 from funcache_ipy.entry_meta import EntryMeta, parse_meta
 from funcache_ipy.file_sets import FileSetIndex
 from funcache_ipy.files import is_file_label
@@ -138,13 +130,13 @@ def format_bytes(size: int) -> str:
 
 def cell_source(meta: EntryMeta) -> str:
     """The code a cell entry was stored from ("" for entries stored before it was kept)."""
-    code = meta.manifest.get(_CODE_LABEL, [])
+    code = meta.manifest.get(cell_keying.CODE_LABEL, [])
     return code[1] if len(code) > 1 else ""
 
 
 def cell_declared(meta: EntryMeta) -> list[str]:
     """The ``--files`` patterns a cell entry was stored with."""
-    declared = meta.manifest.get(_FILES_LABEL)
+    declared = meta.manifest.get(cell_keying.FILES_LABEL)
     return declared[0].split(" ") if declared else []
 
 
@@ -487,13 +479,13 @@ def explain_next_cell(
     first, as the run would), without running or restoring anything.
     """
     analysis, compiler = analyze(source)
-    _import_ahead(analysis)
-    code = _whole_code(analysis, compiler)
+    cell_keying.import_ahead(analysis)
+    code = cell_keying.whole_code(analysis, compiler)
     try:
         inputs = fingerprint_names(namespace, set(analysis.inputs) - ignore, code)
     except UnhashableError as exc:
         return NextRun(name, False, (f"an input cannot be hashed: {exc}",))
-    key_files, unreadable = _key_files(declared, inputs.paths)
+    key_files, unreadable = cell_keying.key_files(declared, inputs.paths)
     if unreadable:
         return NextRun(name, False, (f"cannot read {unreadable[0]}",))
     key = cell_key(analysis.normalized, inputs.digest, file_sets.known_digest(key_files))
@@ -501,9 +493,9 @@ def explain_next_cell(
     used = file_sets.would_use(store, key, index.stored)
     if used is not None:
         return NextRun(name, True, (), used.created, used.compute_seconds)
-    manifest = {**inputs.manifest, _CODE_LABEL: [analysis.code_digest, source]}
+    manifest = {**inputs.manifest, cell_keying.CODE_LABEL: [analysis.code_digest, source]}
     if declared:
-        manifest[_FILES_LABEL] = [" ".join(declared), ", ".join(declared)]
+        manifest[cell_keying.FILES_LABEL] = [" ".join(declared), ", ".join(declared)]
     manifest.update(file_sets.manifest_of(key_files))
     others = file_sets.other_results(store, name, key)
     reasons = explain_manifests(manifest, others) if others else [NOTHING_STORED]

@@ -25,7 +25,8 @@ from traitlets import Bool, Bunch, Int, Unicode, observe
 
 from funcache_ipy import decorator, housekeeping, summary
 from funcache_ipy.analysis import CellAnalysis, analyze_cell
-from funcache_ipy.cell import CellCache, Compile, is_cell_entry
+from funcache_ipy.cell import CellCache
+from funcache_ipy.cell_keying import Compile, is_cell_entry
 from funcache_ipy.memory import default_memory
 from funcache_ipy.remote import REMOTE_ENV, TRUST_ENV, RemoteTier
 from funcache_ipy.store import DEFAULT_OUTPUT_LIMIT, DEFAULT_SIZE_LIMIT, Store
