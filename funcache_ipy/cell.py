@@ -242,10 +242,7 @@ class CellCache:
             if result is not MISSING:
                 return result
         stats.misses += 1
-        manifest = {**inputs.manifest, cell_keying.CODE_LABEL: [analysis.code_digest, source]}
-        if declared:
-            manifest[cell_keying.FILES_LABEL] = [" ".join(declared), ", ".join(declared)]
-        manifest.update(file_sets.manifest_of(key_files))
+        manifest = cell_keying.manifest(inputs.manifest, analysis, source, declared, key_files)
 
         waiting = announce_wait(f"running cell {name}")
         with lease(store.directory, key, on_wait=waiting) as waited:

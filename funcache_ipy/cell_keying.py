@@ -17,7 +17,7 @@ import sys
 import types
 from collections.abc import Callable, Sequence
 
-from funcache_ipy import files
+from funcache_ipy import file_sets, files
 from funcache_ipy.analysis import CellAnalysis
 from funcache_ipy.entry_meta import EntryMeta
 from funcache_ipy.files import FileState
@@ -30,6 +30,7 @@ __all__ = [
     "import_ahead",
     "is_cell_entry",
     "key_files",
+    "manifest",
     "whole_code",
 ]
 
@@ -90,3 +91,19 @@ def whole_code(analysis: CellAnalysis, compiler: Compile) -> types.CodeType:
     if analysis.result is not None:
         statements.append(ast.Expr(analysis.result))
     return compiler(ast.fix_missing_locations(ast.Module(statements, [])), "exec")
+
+
+def manifest(
+    inputs: dict[str, list[str]],
+    analysis: CellAnalysis,
+    source: str,
+    declared: Sequence[str],
+    key_files: Sequence[FileState],
+) -> dict[str, list[str]]:
+    """What a run of the cell is stored with, for ``explain``: its inputs' lines, its code
+    (``source``: the text shown in a diff), the ``--files`` patterns and the key's files."""
+    lines = {**inputs, CODE_LABEL: [analysis.code_digest, source]}
+    if declared:
+        lines[FILES_LABEL] = [" ".join(declared), ", ".join(declared)]
+    lines.update(file_sets.manifest_of(key_files))
+    return lines

@@ -493,10 +493,7 @@ def explain_next_cell(
     used = file_sets.would_use(store, key, index.stored)
     if used is not None:
         return NextRun(name, True, (), used.created, used.compute_seconds)
-    manifest = {**inputs.manifest, cell_keying.CODE_LABEL: [analysis.code_digest, source]}
-    if declared:
-        manifest[cell_keying.FILES_LABEL] = [" ".join(declared), ", ".join(declared)]
-    manifest.update(file_sets.manifest_of(key_files))
+    manifest = cell_keying.manifest(inputs.manifest, analysis, source, declared, key_files)
     others = file_sets.other_results(store, name, key)
     reasons = explain_manifests(manifest, others) if others else [NOTHING_STORED]
     # NB. Equal manifests but no entry: stored by another Python or schema version.
