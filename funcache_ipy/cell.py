@@ -66,7 +66,6 @@ from funcache_ipy.capture import (
 from funcache_ipy.cell_culprits import unhashable, unpicklable
 from funcache_ipy.cell_keying import Compile
 from funcache_ipy.cell_notices import hit_notice, restoring_notice
-from funcache_ipy.decorator import is_enabled
 from funcache_ipy.entry_meta import EntryMeta
 from funcache_ipy.file_sets import FileSetIndex
 from funcache_ipy.files import FileState
@@ -166,10 +165,12 @@ class CellStats:
 class CellCache:
     """Runs ``%%funcache`` cells through a store; one per IPython session.
 
-    ``store`` is called at each use, so the cache directory follows the configuration.
+    ``store`` and ``enabled`` are called at each use, so the cache directory and the
+    switch (``%funcache off``) follow the configuration.
     """
 
     store: Callable[[], Store]
+    enabled: Callable[[], bool]
     stats: dict[str, CellStats] = field(default_factory=dict)
     import_warned: set[str] = field(default_factory=set)  # cells told why imports failed
     file_sets: FileSetIndex = field(default_factory=FileSetIndex)
@@ -207,7 +208,7 @@ class CellCache:
             The cell's last value (``None`` if there is none), for ``Out[n]``.
         """
         __tracebackhide__ = True
-        if not is_enabled():
+        if not self.enabled():
             return _execute(analysis, namespace, compiler)
         cell = _Cell(analysis, name, namespace, compiler, publisher, after_result, quiet)
         stats = self.stats.setdefault(name, CellStats())

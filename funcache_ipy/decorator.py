@@ -48,24 +48,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
-_enabled = True
 _decorated: weakref.WeakSet[CachedFunction[Any, Any]] = weakref.WeakSet()
-
-
-def set_enabled(flag: bool) -> None:
-    """Switch the default memory's caching on or off (``%funcache off`` / ``on``).
-
-    Off means every function of ``funcache_ipy.cache``, and every ``%%funcache`` cell,
-    just runs: nothing is read or written. NB. Kept here, below the cell pipeline, which
-    reads it too; users set ``funcache_ipy.default_memory.enabled``.
-    """
-    global _enabled
-    _enabled = flag
-
-
-def is_enabled() -> bool:
-    """Whether the default memory's caching is on."""
-    return _enabled
 
 
 def decorated_functions() -> list[CachedFunction[Any, Any]]:

@@ -100,7 +100,7 @@ class FuncacheMagics(Magics):
 
     def __init__(self, shell: InteractiveShell) -> None:
         super().__init__(shell)
-        self.cells = CellCache(self.store)
+        self.cells = CellCache(self.store, lambda: default_memory.enabled)
         # Cell name -> (its text, its --files) when it last ran: what explain re-keys.
         self._last_cells: dict[str, tuple[str, list[str]]] = {}
         # The default memory's settings before loading, put back by unloading.

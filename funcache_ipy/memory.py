@@ -254,16 +254,10 @@ class Memory:
 
 
 class _DefaultMemory(Memory):
-    """The instance behind ``funcache_ipy.cache`` and the magics.
+    """The instance behind ``funcache_ipy.cache``, ``%%funcache`` cells and the magics.
 
-    Its switch is the process's (``%funcache off``), which ``%%funcache`` cells obey too;
-    it pickles by name, so a worker uses its own default rather than a copy.
+    It pickles by name, so a worker uses its own default rather than a copy.
     """
-
-    def __setattr__(self, name: str, value: object) -> None:
-        super().__setattr__(name, value)
-        if name == "enabled":  # NB. %%funcache cells read the process's switch
-            decorator.set_enabled(bool(value))
 
     def __reduce__(self) -> str:
         return "default_memory"

@@ -47,7 +47,7 @@ def restart(ip: InteractiveShell) -> None:
     bookkeeping, and the store's in-memory layer dropped, so hits are read from disk."""
     ip.reset(new_session=False)
     magics = ip.magics_manager.registry["FuncacheMagics"]
-    magics.cells = CellCache(magics.store)
+    magics.cells = CellCache(magics.store, magics.cells.enabled)
     magics.store().close()
     run_cell(ip, TICK)
 

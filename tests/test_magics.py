@@ -23,7 +23,7 @@ from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from funcache_ipy import decorator, magics
+from funcache_ipy import magics
 from funcache_ipy.memory import default_memory
 from funcache_ipy.store import FuncacheWarning, open_store
 from tests.cell_helpers import TICK, restart, runs
@@ -623,7 +623,7 @@ def test_refresh_runs_and_overwrites(ip: InteractiveShell, monkeypatch: pytest.M
 def test_off_makes_cells_run_and_on_caches_again(ip: InteractiveShell) -> None:
     cell = "%%funcache\ntick()\nv = 1\n"
     run_cell(ip, "%funcache off")
-    assert not decorator.is_enabled()
+    assert default_memory.enabled is False, "%funcache off left caching on"
     run_cell(ip, cell)
     run_cell(ip, cell)
     assert runs() == 2
