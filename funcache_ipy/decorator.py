@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, ParamSpec, TypeVar, 
 from funcache_ipy import file_sets, files
 from funcache_ipy.entry_meta import EntryMeta
 from funcache_ipy.file_sets import FileSetIndex
-from funcache_ipy.files import FileReads, FileState
+from funcache_ipy.files import FileReads, FileState, file_label
 from funcache_ipy.fingerprint import Fingerprint, Tracker, code_hasher, remember_stored
 from funcache_ipy.hashing import UnhashableError, hash_items, hash_value
 from funcache_ipy.hashing_stream import hash_bytes
@@ -584,7 +584,7 @@ class CachedFunction(Generic[P, R]):
         """
         __tracebackhide__ = True
         if self._last is None:
-            return None
+            return self._explain_unseen()
         last_key, _, digest, arg_paths = self._last
         fingerprint = self._tracker.current()
         key_files = self._key_files(arg_paths, fingerprint)
@@ -608,6 +608,44 @@ class CachedFunction(Generic[P, R]):
         if last is None:  # NB. the arguments are unknown, not gone
             reasons = tuple(r for r in reasons if not r.startswith(_ARGUMENT))
         return NextRun(self.cache_name, False, reasons or (NOTHING_STORED,))
+
+    def _explain_unseen(self) -> NextRun:
+        """Before this definition's first call (a restarted kernel, a re-run ``def``):
+        would a call with the arguments of one of its stored entries hit?
+
+        The next call's arguments are unknown and entries keep per-argument digests only,
+        not the combined one a key needs: so the code, globals and files are compared
+        with each stored entry's, the arguments left out (files it read by a path
+        relative to the cwd are looked up from the cwd now).
+        """
+        name = f"{self.cache_name} with a stored call's arguments"
+        store = self._open_store()
+        stored = [m for _, m in store.entries(self.cache_name) if not file_sets.is_record(m)]
+        if not stored:
+            return NextRun(self.cache_name, False, (NOTHING_STORED,))
+        fingerprint = self._tracker.current()
+        now = self._code_manifest(fingerprint, {}, self._key_files([], fingerprint))
+        read = [files.labelled_path(label) for label in stored[-1].manifest]
+        states, _ = files.states_of(path for path in read if path and file_label(path) not in now)
+        now.update(file_sets.manifest_of(states))
+        candidates = [
+            {
+                label: line
+                for label, line in meta.manifest.items()
+                if not label.startswith(_ARGUMENT)
+            }
+            for meta in stored
+        ]
+        reasons = explain_manifests(now, candidates)
+        if reasons:
+            return NextRun(name, False, tuple(reasons))
+        digests = {label: line[0] for label, line in now.items()}
+        same = [
+            meta
+            for meta, lines in zip(stored, candidates, strict=True)
+            if {label: line[0] for label, line in lines.items()} == digests
+        ]
+        return NextRun(name, True, (), same[-1].created, same[-1].compute_seconds)
 
     def _files_now(
         self, store: Store, key: str, manifest: dict[str, list[str]]

@@ -570,6 +570,14 @@ def is_file_label(label: str) -> bool:
     return label.startswith(_LABEL_PREFIX)
 
 
+def labelled_path(label: str) -> str | None:
+    """The path a :func:`file_label` names (relative to the cwd if it was below it), or
+    None for a label of something else."""
+    if not (is_file_label(label) and label.endswith("`")):
+        return None
+    return label[len(_LABEL_PREFIX) : -1]
+
+
 def shown_size(state: FileState) -> str:
     """``2.1 MB``: what an explanation shows about a file's content."""
     if state.digest == ABSENT:

@@ -769,6 +769,46 @@ def test_explain_a_function_and_usage_errors(ip: InteractiveShell, capsys) -> No
         assert isinstance(error, UsageError) and culprit in str(error), (line, error)
 
 
+FUNCTION_READING = """
+import funcache_ipy
+SCALE = {scale}
+
+def load(path):
+    with open(path) as file:
+        return int(file.read())
+
+@funcache_ipy.cache
+def f(v):
+    return v * SCALE + load("data.txt")
+"""
+
+
+def test_explain_before_the_first_call_compares_with_stored_entries(
+    ip: InteractiveShell, capsys, tmp_path: Path
+) -> None:
+    """After a restart (or a re-run def), a function has no last call to go by."""
+
+    def explain_after_restart(scale: int) -> str:
+        restart(ip)
+        run_cell(ip, FUNCTION_READING.format(scale=scale))
+        capsys.readouterr()
+        run_cell(ip, "%funcache explain f")
+        return str(capsys.readouterr().out)
+
+    run_cell(ip, FUNCTION_READING.format(scale=2))
+    assert explain_after_restart(2).startswith("next run of __main__.f: would recompute: no")
+    Path("data.txt").write_text("10")
+    run_cell(ip, "f(1)")
+    run_cell(ip, "f(5)")
+    out = explain_after_restart(2)
+    assert out.startswith("next run of __main__.f with a stored call's arguments: would hit"), out
+    out = explain_after_restart(3)
+    assert "would recompute: global `SCALE` changed: 2 → 3" in out, out
+    Path("data.txt").write_text("11")
+    out = explain_after_restart(2)
+    assert "would recompute: file `data.txt` changed" in out, out
+
+
 def test_help_is_the_magic_arguments_docstring(ip: InteractiveShell) -> None:
     manager = ip.magics_manager
     cell_help = manager.magics["cell"]["funcache"].__doc__
