@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from tests.cell_helpers import restart, runs
+from tests.cell_helpers import run_twice, runs
 from tests.conftest import run_cell
 
 EXHAUSTED = {
@@ -35,24 +35,14 @@ def test_a_cell_reading_an_exhausted_iterator_hits_after_its_producer_hit(
         f"%%funcache\ntick()\nz = {EXHAUSTED[case]}\nprint(*z)",
         "%%funcache\ntick()\nrest = (type(z).__name__, list(z))",
     ]
-    for cell in cells:
-        run_cell(ip, cell)
-    ran = run_cell(ip, "rest")
-    restart(ip)
-    for cell in cells:
-        run_cell(ip, cell)
+    ran, hit = run_twice(ip, cells, "rest")
     assert runs() == 2, f"expected both cells to hit after the restart, {runs() - 2} ran again"
-    assert run_cell(ip, "rest") == ran, "the reading cell restored another value"
+    assert hit == ran, "the reading cell restored another value"
     assert run_cell(ip, "(type(z).__name__, list(z))") == ran, "z is no longer exhausted"
 
 
 def test_an_iterator_not_exhausted_keeps_its_position(ip: InteractiveShell) -> None:
     cells = ["%%funcache\ntick()\nz = zip((1, 2, 3), 'abc')\nfirst = next(z)", "rest = list(z)"]
-    for cell in cells:
-        run_cell(ip, cell)
-    ran = run_cell(ip, "(first, rest)")
-    restart(ip)
-    for cell in cells:
-        run_cell(ip, cell)
+    ran, hit = run_twice(ip, cells, "(first, rest)")
     assert runs() == 1, "the producing cell should hit"
-    assert run_cell(ip, "(first, rest)") == ran == ((1, "a"), [(2, "b"), (3, "c")])
+    assert hit == ran == ((1, "a"), [(2, "b"), (3, "c")])
