@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-# Fixtures for every test: ``ip`` (a shell with the extension loaded) for cell tests, and
-# the closing of Stores that store tests open with ``reopen``.
-pytest_plugins = ["tests.cell_helpers", "tests.store_helpers"]
+# Fixtures for every test: ``ip`` (a shell with the extension loaded) for cell tests,
+# ``kernel`` (a started Jupyter kernel) for kernel tests, and the closing of Stores that
+# store tests open with ``reopen``.
+pytest_plugins = ["tests.cell_helpers", "tests.kernel_helpers", "tests.store_helpers"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,4 +1,4 @@
-"""Real-kernel plumbing shared by ``test_kernel.py`` and ``test_notebooks.py``.
+"""Real-kernel plumbing shared by the kernel tests: the ``kernel`` fixture and helpers.
 
 The kernels come from ``funcache_ipy.demo.KernelSession`` (this interpreter, IPC sockets),
 so the tests exercise the same runner as ``python -m funcache_ipy demo``. Each kernel gets
@@ -9,6 +9,7 @@ the test's cwd and environment: ``FUNCACHE_IPY_DIR`` and ``XDG_CONFIG_HOME`` as 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,13 @@ def open_kernel(tmp_path: Path) -> KernelSession:
         "PYTHONDONTWRITEBYTECODE": "1",
     }
     return KernelSession(Path.cwd(), env, timeout=120)
+
+
+@pytest.fixture
+def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
+    """A started kernel in this test's cwd, with this test's cache and config dirs."""
+    with open_kernel(tmp_path) as session:
+        yield session
 
 
 def execute(kernel: KernelSession, code: str) -> CellRun:

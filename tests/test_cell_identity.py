@@ -8,16 +8,13 @@ restarts, runs them again (the cached cell hits) and compares.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from funcache_ipy.demo import KernelSession
 from tests.cell_helpers import restart, run_twice, runs
 from tests.conftest import run_cell
-from tests.kernel_helpers import execute, open_kernel, value
+from tests.kernel_helpers import execute, value
 
 # (earlier cell, cached cell, change to the input then a probe)
 KEEPS_INPUT = {
@@ -107,12 +104,6 @@ def test_names_that_no_longer_share_an_object_make_the_cell_run(ip: InteractiveS
 
 
 # ------------------------------------------------------------------ a real kernel
-
-
-@pytest.fixture
-def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
-    with open_kernel(tmp_path) as session:
-        yield session
 
 
 @pytest.mark.kernel

@@ -10,8 +10,6 @@ the restart's part for the generators in the in-process tests.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -19,7 +17,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from funcache_ipy.demo import KernelSession
 from tests.cell_helpers import TICK, restart, runs
 from tests.conftest import run_cell
-from tests.kernel_helpers import execute, open_kernel, value
+from tests.kernel_helpers import execute, value
 
 np = pytest.importorskip("numpy")
 
@@ -126,12 +124,6 @@ def test_an_unseeded_draw_runs_again_after_a_restart(ip: InteractiveShell, gener
     got, expected = run_cell(ip, "x"), first_draw(generator, 12345)
     assert got == expected, f"expected {expected} (the new starting state), got {got} (stale)"
     assert runs() == 2
-
-
-@pytest.fixture
-def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
-    with open_kernel(tmp_path) as session:
-        yield session
 
 
 @pytest.mark.kernel

@@ -21,7 +21,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from funcache_ipy.demo import KernelSession
 from tests.cell_helpers import TICK, restart, runs
 from tests.conftest import run_cell
-from tests.kernel_helpers import execute, open_kernel, value
+from tests.kernel_helpers import execute, value
 
 np = pytest.importorskip("numpy")
 pd = pytest.importorskip("pandas")
@@ -106,12 +106,6 @@ def test_warning_filters_set_by_a_cell_come_back(ip: InteractiveShell, fresh_sta
     run_cell(ip, cell)
     assert runs() == 1
     assert run_cell(ip, shows) == 0, "the filter the cell set must be back after its hit"
-
-
-@pytest.fixture
-def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
-    with open_kernel(tmp_path) as session:
-        yield session
 
 
 @pytest.mark.kernel

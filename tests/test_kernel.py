@@ -13,22 +13,14 @@ would have to prove the tests cannot see each other's state.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from funcache_ipy.demo import HIT_NOTICE, KernelSession
-from tests.kernel_helpers import execute, open_kernel, value
+from tests.kernel_helpers import execute, value
 
 pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture
-def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
-    """A started kernel in this test's cwd, with this test's cache and config dirs."""
-    with open_kernel(tmp_path) as session:
-        yield session
 
 
 def restart(kernel: KernelSession, *cells: str) -> None:

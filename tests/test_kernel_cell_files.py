@@ -14,22 +14,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from funcache_ipy.demo import HIT_NOTICE, KernelSession
-from tests.kernel_helpers import execute, open_kernel, value
+from tests.kernel_helpers import execute, value
 from tests.test_files import c_read
 
 pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture
-def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
-    with open_kernel(tmp_path) as session:
-        yield session
 
 
 # NB. The C reader's source, not an import: the kernel may not see the tests package.

@@ -10,24 +10,16 @@ pass's outputs and namespace with the first pass's.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from funcache_ipy.demo import HIT_NOTICE, KernelSession
-from tests.kernel_helpers import execute, open_kernel, value
+from tests.kernel_helpers import execute, value
 
 pytestmark = pytest.mark.kernel
 
 _ADDRESS = re.compile(r"\b0x[0-9a-f]+")
-
-
-@pytest.fixture
-def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
-    with open_kernel(tmp_path) as session:
-        yield session
 
 
 def run_all(kernel: KernelSession, cells: list[str]) -> list[list[tuple[str, Any]]]:

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from funcache_ipy.demo import HIT_NOTICE, KernelSession
-from tests.kernel_helpers import execute, open_kernel
+from tests.kernel_helpers import execute
 
 pytestmark = pytest.mark.kernel
 
 CELL = "%%funcache --name features\nprint('ran')\nfeatures = list(range(WINDOW))\n"
-
-
-@pytest.fixture
-def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
-    with open_kernel(tmp_path) as session:
-        yield session
 
 
 def test_explain_next_run_of_a_cell_after_a_restart(kernel: KernelSession) -> None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from funcache_ipy.demo import KernelSession
-from tests.kernel_helpers import execute, open_kernel
+from tests.kernel_helpers import execute
 from tests.test_files import c_read
 
 pytestmark = pytest.mark.kernel
@@ -35,12 +34,6 @@ def first_line(path):
     print("computing first_line")
     return path.read_text().splitlines()[1]
 """
-
-
-@pytest.fixture
-def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
-    with open_kernel(tmp_path) as session:
-        yield session
 
 
 def write_csv(count: int) -> None:

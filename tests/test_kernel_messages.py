@@ -9,13 +9,12 @@ cached function that hit says what it saved, one that recomputed says why.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from funcache_ipy.demo import KernelSession
-from tests.kernel_helpers import execute, open_kernel
+from tests.kernel_helpers import execute
 
 pytestmark = pytest.mark.kernel
 
@@ -35,10 +34,10 @@ def slow(x):
 
 
 @pytest.fixture
-def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
-    with open_kernel(tmp_path) as session:
-        execute(session, SETUP)
-        yield session
+def kernel(kernel: KernelSession) -> KernelSession:
+    """The shared kernel, with SETUP run in it."""
+    execute(kernel, SETUP)
+    return kernel
 
 
 def assert_plain(text: str) -> None:

@@ -8,13 +8,11 @@ in a plain cell, as in a notebook, and is defined again by the rerun.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from funcache_ipy.demo import KernelSession
-from tests.kernel_helpers import execute, open_kernel
+from tests.kernel_helpers import execute
 
 pytestmark = pytest.mark.kernel
 
@@ -56,12 +54,6 @@ def total(bunch):
     "loaded = load(5)\nsummed = total(loaded)",
     "print(size, summed, unit)",
 ]
-
-
-@pytest.fixture
-def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
-    with open_kernel(tmp_path) as session:
-        yield session
 
 
 def test_restart_and_run_all_hits_everywhere(kernel: KernelSession) -> None:

@@ -8,13 +8,10 @@ with, as text.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from funcache_ipy.demo import KernelSession
-from tests.kernel_helpers import execute, open_kernel
+from tests.kernel_helpers import execute
 
 pytest.importorskip("ipywidgets", reason="ipywidgets is in the test extra")
 pytest.importorskip("tqdm", reason="tqdm is in the test extra")
@@ -32,12 +29,6 @@ closed.close()
 del closed
 display(ipywidgets.HTML("<b>done</b> &amp; saved"))
 """
-
-
-@pytest.fixture
-def kernel(isolated_cache: Path, tmp_path: Path) -> Iterator[KernelSession]:
-    with open_kernel(tmp_path) as session:
-        yield session
 
 
 def test_a_progress_bar_replays_as_its_final_text(kernel: KernelSession) -> None:
