@@ -34,7 +34,7 @@ import secrets
 import struct
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -139,18 +139,28 @@ class Envelope:
         _write_all(file, head + self._sealer._tag(head, self._key, self.stream))
 
 
-def _read_into(file: SeekableFile, view: memoryview) -> None:
-    """Fill ``view`` from ``file``'s current position.
+def _fill(view: memoryview, read: Callable[[memoryview, int], int | None]) -> None:
+    """Fill ``view`` by calls ``read(rest, filled)``, each returning how much it read.
 
     Raises:
         CorruptEnvelope: the file ended first (it shrank while being read).
     """
     filled = 0
     while filled < view.nbytes:
-        count = file.readinto(view[filled:])
+        count = read(view[filled:], filled)
         if not count:
             raise CorruptEnvelope("envelope file shrank while being read")
         filled += count
+
+
+def _read_into(file: SeekableFile, view: memoryview) -> None:
+    """Fill ``view`` from ``file``'s current position (see :func:`_fill`)."""
+    _fill(view, lambda rest, _: file.readinto(rest))
+
+
+def _pread_into(descriptor: int, view: memoryview, position: int) -> None:
+    """Fill ``view`` from the file at ``position``, leaving its file offset alone."""
+    _fill(view, lambda rest, filled: os.preadv(descriptor, [rest], position + filled))
 
 
 def _read_buffers(
@@ -177,14 +187,16 @@ def _read_buffers(
         for offset in range(0, view.nbytes, _CHUNK)
     ]
     descriptor = _descriptor(file)
-    if descriptor is None or sum(view.nbytes for view in views) < _PARALLEL_FROM:
+    total = sum(view.nbytes for view in views)
+    if descriptor is None or total < _PARALLEL_FROM:
         for index, offset in chunks:
             chunk = views[index][offset : offset + _CHUNK]
-            file.seek(starts[index] + offset)
+            if offset == 0:  # NB. a buffer's chunks follow each other
+                file.seek(starts[index])
             _read_into(file, chunk)
             hashers[index].update(chunk)
         return
-    middle, done = sum(view.nbytes for view in views) // 2, 0
+    middle, done = total // 2, 0
     split = len(chunks)
     for position, (index, offset) in enumerate(chunks):
         done += min(_CHUNK, views[index].nbytes - offset)
@@ -227,20 +239,6 @@ def _descriptor(file: SeekableFile) -> int | None:
         return file.fileno() if isinstance(file, io.FileIO) else None
     except (OSError, ValueError):
         return None
-
-
-def _pread_into(descriptor: int, view: memoryview, position: int) -> None:
-    """Fill ``view`` from the file at ``position``, leaving its file offset alone.
-
-    Raises:
-        CorruptEnvelope: the file ended first (it shrank while being read).
-    """
-    filled = 0
-    while filled < view.nbytes:
-        count = os.preadv(descriptor, [view[filled:]], position + filled)
-        if not count:
-            raise CorruptEnvelope("envelope file shrank while being read")
-        filled += count
 
 
 class _Checksums:
