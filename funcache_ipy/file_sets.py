@@ -206,19 +206,6 @@ def _put_back(store: Store, candidate: FileSet) -> tuple[tuple[str, ...], str | 
     return tuple(written.state.path for written in stale), None
 
 
-def would_hold(store: Store, candidate: FileSet) -> bool:
-    """Whether a lookup would use ``candidate`` now, without writing anything back."""
-    return (
-        files.unchanged(candidate.states)
-        and store.meta(candidate.key) is not None
-        and all(
-            files.current_digest(w.state) == w.state.digest
-            or (w.kept and store.meta(output_key(candidate.key, w.state.digest)) is not None)
-            for w in candidate.written
-        )
-    )
-
-
 def would_use(
     store: Store, key: str, stored: Callable[[Store, str], Sequence[FileSet]]
 ) -> EntryMeta | None:
@@ -231,9 +218,26 @@ def would_use(
     if meta is not None:
         return meta
     for candidate in stored(store, key):
-        if would_hold(store, candidate):
-            return store.meta(candidate.key)
+        meta = _would_hold(store, candidate)
+        if meta is not None:
+            return meta
     return None
+
+
+def _would_hold(store: Store, candidate: FileSet) -> EntryMeta | None:
+    """The metadata of ``candidate``'s entry if a lookup would use it now (nothing is
+    written back), else None."""
+    if not files.unchanged(candidate.states):
+        return None
+    meta = store.meta(candidate.key)
+    if meta is None:
+        return None
+    for w in candidate.written:
+        if files.current_digest(w.state) == w.state.digest:
+            continue
+        if not (w.kept and store.meta(output_key(candidate.key, w.state.digest)) is not None):
+            return None
+    return meta
 
 
 def _keep(store: Store, entry: str, output: Output, name: str) -> Written:
